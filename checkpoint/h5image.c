@@ -1,0 +1,186 @@
+/*
+ * h5image.c: in-memory HDF5 through H5Pset_fapl_core with no backing store.
+ * HDF5's own error stack printing is turned off; failures come back as
+ * SR_ERR_HDF5 with the operation that failed.
+ */
+#include "h5image.h"
+
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct h5img {
+    hid_t file;
+};
+
+static void quiet_hdf5(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+sr_status h5img_create(struct h5img **out)
+{
+    quiet_hdf5();
+    struct h5img *h = calloc(1, sizeof *h);
+    if (!h)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 20, 0) < 0) {
+        if (fapl >= 0)
+            H5Pclose(fapl);
+        free(h);
+        return SR_FAIL(SR_ERR_HDF5, "HDF5: cannot set up the in-memory "
+                       "driver");
+    }
+    /* the name is never touched: no backing store */
+    h->file = H5Fcreate("spotrun-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (h->file < 0) {
+        free(h);
+        return SR_FAIL(SR_ERR_HDF5, "HDF5: cannot create an in-memory file");
+    }
+    *out = h;
+    return SR_OK;
+}
+
+static hid_t link_props(void)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    if (lcpl >= 0)
+        H5Pset_create_intermediate_group(lcpl, 1);
+    return lcpl;
+}
+
+static sr_status write_dataset(struct h5img *h, const char *name, hid_t type,
+                               const void *v, int ndim, const hsize_t *dims)
+{
+    sr_status s = SR_OK;
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    hid_t lcpl = link_props();
+    hid_t ds = -1;
+    if (space < 0 || lcpl < 0) {
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot describe dataset %s", name);
+        goto out;
+    }
+    ds = H5Dcreate2(h->file, name, type, space, lcpl, H5P_DEFAULT,
+                    H5P_DEFAULT);
+    if (ds < 0) {
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot create dataset %s", name);
+        goto out;
+    }
+    if (H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot write dataset %s", name);
+out:
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (lcpl >= 0)
+        H5Pclose(lcpl);
+    if (space >= 0)
+        H5Sclose(space);
+    return s;
+}
+
+sr_status h5img_write_f32(struct h5img *h, const char *name, const float *v,
+                          int ndim, const size_t *dims)
+{
+    hsize_t d[8];
+    if (ndim < 1 || ndim > 8)
+        return SR_FAIL(SR_ERR_INTERNAL, "dataset %s: %d dimensions", name,
+                       ndim);
+    for (int i = 0; i < ndim; i++)
+        d[i] = dims[i];
+    return write_dataset(h, name, H5T_IEEE_F32LE, v, ndim, d);
+}
+
+sr_status h5img_write_u64(struct h5img *h, const char *name,
+                          const uint64_t *v, size_t n)
+{
+    hsize_t d = n;
+    return write_dataset(h, name, H5T_STD_U64LE, v, 1, &d);
+}
+
+static sr_status write_attr(struct h5img *h, const char *obj,
+                            const char *name, hid_t type, hid_t space,
+                            const void *v)
+{
+    sr_status s = SR_OK;
+    hid_t a = -1;
+    if (space < 0)
+        return SR_FAIL(SR_ERR_HDF5, "HDF5: cannot describe attribute %s",
+                       name);
+    a = H5Acreate_by_name(h->file, obj, name, type, space, H5P_DEFAULT,
+                          H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || H5Awrite(a, type, v) < 0)
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot write attribute %s on %s",
+                    name, obj);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(space);
+    return s;
+}
+
+sr_status h5img_attr_str(struct h5img *h, const char *obj, const char *name,
+                         const char *value)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    if (type < 0)
+        return SR_FAIL(SR_ERR_HDF5, "HDF5: cannot make a string type");
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    sr_status s = write_attr(h, obj, name, type, H5Screate(H5S_SCALAR),
+                             value);
+    H5Tclose(type);
+    return s;
+}
+
+sr_status h5img_attr_i64(struct h5img *h, const char *obj, const char *name,
+                         const int64_t *v, size_t n)
+{
+    hsize_t d = n;
+    hid_t space = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d,
+                                                                    NULL);
+    return write_attr(h, obj, name, H5T_STD_I64LE, space, v);
+}
+
+sr_status h5img_attr_f64(struct h5img *h, const char *obj, const char *name,
+                         double v)
+{
+    return write_attr(h, obj, name, H5T_IEEE_F64LE, H5Screate(H5S_SCALAR),
+                      &v);
+}
+
+sr_status h5img_finish(struct h5img *h, struct sr_buf *out)
+{
+    sr_status s = SR_OK;
+    if (H5Fflush(h->file, H5F_SCOPE_GLOBAL) < 0) {
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: flushing the in-memory file failed");
+        goto out;
+    }
+    ssize_t size = H5Fget_file_image(h->file, NULL, 0);
+    if (size <= 0) {
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot size the file image");
+        goto out;
+    }
+    s = buf_reserve(out, (size_t)size);
+    if (s != SR_OK)
+        goto out;
+    if (H5Fget_file_image(h->file, out->data + out->len, (size_t)size) !=
+        size) {
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot copy the file image");
+        goto out;
+    }
+    out->len += (size_t)size;
+out:
+    h5img_free(h);
+    return s;
+}
+
+void h5img_free(struct h5img *h)
+{
+    if (!h)
+        return;
+    if (h->file >= 0)
+        H5Fclose(h->file);
+    free(h);
+}

@@ -1,0 +1,134 @@
+/*
+ * util.c: clock, parsing and string helpers. Parsing never uses atoi-style
+ * functions: every caller learns whether the whole input was a number.
+ */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int parse_i64(int64_t *out, const char *s)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_u64(uint64_t *out, const char *s)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_f64(double *out, const char *s)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_size(uint64_t *out, const char *s)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || !isfinite(v) || v < 0)
+        return -1;
+    double mul = 1;
+    if (*end) {
+        static const struct { const char *sfx; double mul; } units[] = {
+            { "B", 1 }, { "K", 1024.0 }, { "KB", 1024.0 }, { "KiB", 1024.0 },
+            { "M", 1048576.0 }, { "MB", 1048576.0 }, { "MiB", 1048576.0 },
+            { "G", 1073741824.0 }, { "GB", 1073741824.0 },
+            { "GiB", 1073741824.0 }, { "T", 1099511627776.0 },
+            { "TB", 1099511627776.0 }, { "TiB", 1099511627776.0 },
+        };
+        size_t i;
+        for (i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (strcasecmp(end, units[i].sfx) == 0)
+                break;
+        if (i == sizeof units / sizeof units[0])
+            return -1;
+        mul = units[i].mul;
+    }
+    v *= mul;
+    if (v >= 18446744073709551615.0 || v != floor(v))
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int str_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        if (cap)
+            dst[0] = '\0';
+        return -1;
+    }
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+int str_ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+const char *fmt_bytes(char *buf, size_t cap, uint64_t n)
+{
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%llu B", (unsigned long long)n);
+    else
+        snprintf(buf, cap, "%.1f %s", v, units[u]);
+    return buf;
+}

@@ -1,0 +1,35 @@
+/*
+ * util.h: small helpers shared by every folder: a monotonic clock, strict
+ * number parsing (the whole string must be a number in range), size parsing
+ * with binary suffixes, and bounded string copies.
+ */
+#ifndef SPOTRUN_UTIL_H
+#define SPOTRUN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+/* Seconds on a monotonic clock. */
+double now_s(void);
+/* Seconds since the Unix epoch (wall clock). */
+double wall_s(void);
+
+/* Parse a whole string; 0 on success, -1 when s is not a number or is out
+ * of range. */
+int parse_i64(int64_t *out, const char *s);
+int parse_u64(uint64_t *out, const char *s);
+int parse_f64(double *out, const char *s);
+/* "64MiB", "8M", "1.5GiB", "1000" (bytes); K/M/G/T are binary. */
+int parse_size(uint64_t *out, const char *s);
+
+/* Copy with truncation check; returns -1 when src does not fit. */
+int str_copy(char *dst, size_t cap, const char *src);
+/* Does s end with suffix? */
+int str_ends_with(const char *s, const char *suffix);
+
+/* Format a byte count as "12.3 MiB" into buf. */
+const char *fmt_bytes(char *buf, size_t cap, uint64_t n);
+
+#endif

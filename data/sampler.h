@@ -1,0 +1,50 @@
+/*
+ * sampler.h: the global record order of an epoch. It is a function of
+ * (seed, epoch, shard record counts, block size) only, so every world size
+ * sees the same sequence; rank r of W takes positions [r*B/W, (r+1)*B/W) of
+ * each global batch of B.
+ *
+ * Order: the shards are shuffled, laid end to end, cut into blocks of
+ * `block` records, and the records within each block are shuffled. With a
+ * block at least the dataset size this is a full random permutation; with a
+ * smaller block reads stay within a window of neighbouring records (a block
+ * shuffle). Each record appears exactly once per epoch.
+ *
+ * The resume cursor is (epoch, position): nothing else is needed.
+ */
+#ifndef SPOTRUN_SAMPLER_H
+#define SPOTRUN_SAMPLER_H
+
+#include <stdint.h>
+
+#include "../common/status.h"
+
+#define SAMPLER_DEFAULT_BLOCK (1u << 18)
+
+struct sampler {
+    uint64_t seed;
+    int shuffle;
+    uint64_t block;
+    uint32_t nshards;
+    uint64_t nrec;
+    uint64_t *shard_nrec;
+    uint64_t *shard_first;
+    /* per epoch */
+    uint64_t epoch;
+    uint32_t *order;        /* shard visiting order */
+    uint64_t *vstart;       /* position where order[k] starts, nshards + 1 */
+    /* one cached block permutation */
+    uint64_t cached;        /* block number, UINT64_MAX when none */
+    uint32_t *perm;
+};
+
+/* shuffle = 0 gives the identity order (validation). */
+sr_status sampler_init(struct sampler *s, const uint64_t *shard_nrec,
+                       uint32_t nshards, uint64_t seed, uint64_t block,
+                       int shuffle) SR_MUST_USE;
+void sampler_free(struct sampler *s);
+void sampler_set_epoch(struct sampler *s, uint64_t epoch);
+/* Global record id at position pos (0 <= pos < nrec) of the current epoch. */
+uint64_t sampler_at(struct sampler *s, uint64_t pos);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * cmd_train.c: `spotrun train`: MPI start-up, configuration, the effective
+ * configuration table on rank 0, the training run, and the exit code.
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "../trainer/comm.h"
+#include "../trainer/train.h"
+#include "commands.h"
+#include "config.h"
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
+/* Input problems are the same on every rank: one report is enough. */
+static void report(const struct comm *c, sr_status s)
+{
+    int input = s == SR_ERR_USAGE || s == SR_ERR_FORMAT ||
+                s == SR_ERR_NOT_FOUND;
+    if (c->rank == 0 || !input)
+        log_status(s);
+}
+
+int cmd_train(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        config_usage(stdout);
+        return 0;
+    }
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) !=
+        MPI_SUCCESS) {
+        log_error("MPI initialisation failed");
+        return 1;
+    }
+    struct comm c;
+    static struct config_state cs;
+    char *json = NULL;
+    sr_status s = comm_init(&c);
+    if (s == SR_OK) {
+        log_set_rank(c.rank, c.size);
+        s = config_load(&cs, argc, argv);
+    }
+    if (s == SR_OK) {
+        int lvl = log_parse_level(cs.cfg.log_level);
+        if (lvl >= 0)
+            log_set_level((enum log_level)lvl);
+        s = config_validate(&cs.cfg, c.size);
+    }
+    if (s == SR_OK) {
+        json = config_to_json(&cs);
+        if (!json)
+            s = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    }
+    if (s == SR_OK && c.rank == 0) {
+        printf("spotrun train: %d rank(s), effective configuration:\n",
+               c.size);
+        config_print(&cs, stdout);
+    }
+    if (s == SR_OK)
+        s = train_run(&cs.cfg, json, &c);
+    if (s != SR_OK)
+        report(&c, s);
+    free(json);
+    comm_free(&c);
+    MPI_Finalize();
+    return sr_exit_code(s);
+}

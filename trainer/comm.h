@@ -1,0 +1,38 @@
+/*
+ * comm.h: collective communication between ranks. The CPU path uses MPI on
+ * host buffers; a GPU backend can install its own gradient all-reduce
+ * (NCCL) through comm.grad_allreduce. Everything else (scalars, checks,
+ * broadcasts of small host data) always goes through MPI.
+ *
+ * A single-process run without mpirun is world size 1 and every collective
+ * returns at once.
+ */
+#ifndef SPOTRUN_COMM_H
+#define SPOTRUN_COMM_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/status.h"
+
+struct comm {
+    MPI_Comm world;
+    int rank, size;
+    int local_rank, local_size;     /* within this host */
+    /* in-place SUM over n floats; defaults to MPI */
+    sr_status (*grad_allreduce)(struct comm *c, float *buf, size_t n);
+};
+
+sr_status comm_init(struct comm *c) SR_MUST_USE;
+void comm_free(struct comm *c);
+
+sr_status comm_sum_f64(struct comm *c, double *v, int n) SR_MUST_USE;
+sr_status comm_sum_i64(struct comm *c, int64_t *v, int n) SR_MUST_USE;
+sr_status comm_max_f64(struct comm *c, double *v, int n) SR_MUST_USE;
+/* Do all ranks hold the same value? (debug check of replicated state) */
+sr_status comm_all_equal_u64(struct comm *c, uint64_t v, int *equal)
+    SR_MUST_USE;
+sr_status comm_barrier(struct comm *c) SR_MUST_USE;
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * optim.c: CPU optimizer updates and the learning-rate schedule. The loops
+ * are written so the compiler vectorises them; they run once per step over
+ * the whole parameter buffer.
+ */
+#include "optim.h"
+
+#include <math.h>
+
+int optim_state_per_param(enum optim_kind k)
+{
+    return k == OPTIM_ADAMW ? 2 : 1;
+}
+
+void optim_sgd_cpu(float *restrict p, const float *restrict g,
+                   float *restrict mom, size_t n, float lr, float momentum,
+                   float wd)
+{
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] + wd * p[i];
+        float b = momentum * mom[i] + d;
+        mom[i] = b;
+        p[i] -= lr * b;
+    }
+}
+
+void optim_adamw_cpu(float *restrict p, const float *restrict g,
+                     float *restrict m, float *restrict v, size_t n, float lr,
+                     float beta1, float beta2, float eps, float wd,
+                     uint64_t step)
+{
+    float bc1 = 1.0f - powf(beta1, (float)step);
+    float bc2 = 1.0f - powf(beta2, (float)step);
+    float step_size = lr / bc1;
+    float bc2_sqrt = sqrtf(bc2);
+    float decay = 1.0f - lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = p[i] * decay - step_size * mi / denom;
+    }
+}
+
+double lr_at(const struct lr_schedule *s, uint64_t step)
+{
+    if (s->warmup_steps > 0 && step < s->warmup_steps)
+        return s->lr * (double)(step + 1) / (double)s->warmup_steps;
+    if (s->total_steps <= s->warmup_steps)
+        return s->lr;
+    double t = (double)(step - s->warmup_steps) /
+               (double)(s->total_steps - s->warmup_steps);
+    if (t > 1)
+        t = 1;
+    return s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(M_PI * t));
+}

@@ -1,0 +1,435 @@
+/*
+ * train.c: the data-parallel training loop that every rank runs.
+ *
+ * Each step: take this rank's slice of the global batch from the sampler,
+ * decode it, forward + backward on the backend (gradients pre-scaled by
+ * 1/global_batch), one in-place all-reduce over the gradient buffer (the
+ * step's loss rides in the same buffer), then the optimizer. Every rank
+ * applies the same update to the same parameters, so they stay identical;
+ * --check-sync-every compares a checksum across ranks to prove it.
+ * Validation is split across ranks and the sums are reduced.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <openssl/evp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../checkpoint/h5image.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../data/dataset.h"
+#include "../data/sampler.h"
+#include "backend.h"
+#include "batch.h"
+#include "metrics.h"
+
+struct split {                  /* one dataset held in memory */
+    struct dataset ds;
+    uint8_t *records;
+    struct batch_spec spec;
+};
+
+struct trainer {
+    const struct train_config *cfg;
+    const char *config_json;
+    struct comm *c;
+    struct storage *st;
+    struct split train, val;
+    int has_val;
+    struct mlp m;
+    const struct backend_ops *ops;
+    struct backend *be;
+    struct optim_params op;
+    struct lr_schedule sched;
+    struct sampler sampler;
+    int local_batch;
+    int64_t steps_per_epoch;
+    int64_t total_steps;
+    float *x;                   /* decoded batch */
+    int32_t *y;
+    const uint8_t **recs;
+    uint64_t *ids;
+    float *host_params;
+    struct metrics metrics;
+    struct sr_buf step_log;
+    struct progress progress;
+};
+
+/* Math threads: a process bound to fewer cores than the host has uses
+ * exactly those; an unbound one shares the host with its local peers. */
+static int default_threads(const struct comm *c)
+{
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1)
+        online = 1;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int bound = CPU_COUNT(&set);
+        if (bound > 0 && bound < online)
+            return bound;
+    }
+    int t = (int)(online / (c->local_size > 0 ? c->local_size : 1));
+    return t > 0 ? t : 1;
+}
+
+static sr_status params_digest(struct trainer *t, unsigned char out[32])
+{
+    SR_TRY(t->ops->get_params(t->be, t->host_params));
+    unsigned int len = 0;
+    if (!EVP_Digest(t->host_params, t->m.nparams * sizeof(float), out, &len,
+                    EVP_sha256(), NULL))
+        return SR_FAIL(SR_ERR_CRYPTO, "SHA-256 of the parameters failed");
+    return SR_OK;
+}
+
+static sr_status check_sync(struct trainer *t, int64_t step)
+{
+    unsigned char d[32];
+    SR_TRY(params_digest(t, d));
+    uint64_t h;
+    memcpy(&h, d, sizeof h);
+    int equal;
+    SR_TRY(comm_all_equal_u64(t->c, h, &equal));
+    if (!equal)
+        return SR_FAIL(SR_ERR_INTERNAL, "parameters differ across ranks "
+                       "after step %lld", (long long)step);
+    log_debug("step %lld: parameters identical on all %d ranks",
+              (long long)step, t->c->size);
+    return SR_OK;
+}
+
+static sr_status load_split(struct trainer *t, struct split *sp,
+                            const char *uri)
+{
+    SR_TRY(dataset_open(&sp->ds, t->st, uri));
+    SR_TRY(batch_spec_init(&sp->spec, &sp->ds.schema, uri));
+    double t0 = now_s();
+    SR_TRY(dataset_load(&sp->ds, t->st, &sp->records));
+    char b[32];
+    log_info("loaded %s: %llu records in %u shard(s), %s, verified in %.2f s",
+             uri, (unsigned long long)sp->ds.nrec, sp->ds.nshards,
+             fmt_bytes(b, sizeof b, sp->ds.nrec * sp->ds.schema.record_bytes),
+             now_s() - t0);
+    return SR_OK;
+}
+
+/* All ranks learn the worst status of the phase, so either every rank
+ * goes on or every rank stops with the same error. */
+static sr_status agree(struct trainer *t, sr_status s)
+{
+    double v = (double)s;
+    if (comm_max_f64(t->c, &v, 1) != SR_OK)
+        return SR_ERR_MPI;
+    if (s == SR_OK && v != 0)
+        return SR_FAIL((sr_status)(int)v, "another rank failed during "
+                       "setup (see its error above)");
+    return s;
+}
+
+static sr_status setup(struct trainer *t)
+{
+    const struct train_config *cfg = t->cfg;
+    SR_TRY(storage_open(&t->st));
+    SR_TRY(load_split(t, &t->train, cfg->data));
+    if (cfg->val_data[0]) {
+        SR_TRY(load_split(t, &t->val, cfg->val_data));
+        t->has_val = 1;
+        if (t->val.spec.in != t->train.spec.in ||
+            t->val.spec.classes != t->train.spec.classes)
+            return SR_FAIL(SR_ERR_USAGE, "--val-data %s has %zu inputs and "
+                           "%d classes, --data has %zu and %d", cfg->val_data,
+                           t->val.spec.in, t->val.spec.classes,
+                           t->train.spec.in, t->train.spec.classes);
+    }
+    SR_TRY(mlp_shape(&t->m, (int)t->train.spec.in, cfg->hidden, cfg->nhidden,
+                     t->train.spec.classes));
+    t->local_batch = (int)(cfg->batch_size / t->c->size);
+    t->steps_per_epoch = (int64_t)(t->train.ds.nrec /
+                                   (uint64_t)cfg->batch_size);
+    if (t->steps_per_epoch == 0)
+        return SR_FAIL(SR_ERR_USAGE, "%s holds %llu records, fewer than one "
+                       "global batch of %lld", cfg->data,
+                       (unsigned long long)t->train.ds.nrec,
+                       (long long)cfg->batch_size);
+    t->total_steps = t->steps_per_epoch * cfg->epochs;
+    if (cfg->max_steps > 0 && cfg->max_steps < t->total_steps)
+        t->total_steps = cfg->max_steps;
+
+    t->op.kind = strcmp(cfg->optimizer, "sgd") == 0 ? OPTIM_SGD : OPTIM_ADAMW;
+    t->op.momentum = cfg->momentum;
+    t->op.weight_decay = cfg->weight_decay;
+    t->op.beta1 = cfg->beta1;
+    t->op.beta2 = cfg->beta2;
+    t->op.eps = cfg->eps;
+    t->sched.lr = cfg->lr;
+    t->sched.min_lr = cfg->min_lr;
+    t->sched.warmup_steps = (uint64_t)cfg->warmup_steps;
+    t->sched.total_steps = (uint64_t)(t->steps_per_epoch * cfg->epochs);
+
+    if (strcmp(cfg->device, "cuda") == 0)
+        return SR_FAIL(SR_ERR_USAGE, "--device cuda: this build has no CUDA "
+                       "backend");
+    t->ops = &backend_cpu_ops;
+    struct backend_opts bo = {
+        .max_batch = t->local_batch > cfg->eval_batch_size
+                     ? t->local_batch : (int)cfg->eval_batch_size,
+        .threads = cfg->threads > 0 ? (int)cfg->threads
+                                    : default_threads(t->c),
+        .optim = t->op.kind,
+    };
+    SR_TRY(t->ops->create(&t->be, &t->m, &bo));
+    t->host_params = malloc(t->m.nparams * sizeof(float));
+    size_t rows = (size_t)bo.max_batch;
+    t->x = malloc(rows * t->train.spec.in * sizeof(float));
+    t->y = malloc(rows * sizeof(int32_t));
+    t->recs = malloc(rows * sizeof *t->recs);
+    t->ids = malloc(rows * sizeof *t->ids);
+    if (!t->host_params || !t->x || !t->y || !t->recs || !t->ids)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory for batch buffers");
+    mlp_init_params(&t->m, t->host_params, cfg->seed);
+    SR_TRY(t->ops->set_params(t->be, t->host_params));
+
+    uint64_t *counts = malloc(t->train.ds.nshards * sizeof *counts);
+    if (!counts)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < t->train.ds.nshards; i++)
+        counts[i] = t->train.ds.shards[i].nrec;
+    sr_status s = sampler_init(&t->sampler, counts, t->train.ds.nshards,
+                               cfg->seed, cfg->shuffle_block, 1);
+    free(counts);
+    SR_TRY(s);
+
+    if (t->c->rank == 0) {
+        SR_TRY(metrics_open(&t->metrics, t->st, cfg->metrics_file));
+        progress_init(&t->progress, cfg->progress, cfg->progress_every_s);
+    } else {
+        progress_init(&t->progress, "off", 1);
+    }
+    char dims[128];
+    size_t dl = 0;
+    for (int l = 0; l <= t->m.nlayers && dl + 12 < sizeof dims; l++)
+        dl += (size_t)snprintf(dims + dl, sizeof dims - dl, "%s%d",
+                               l ? "-" : "", t->m.dims[l]);
+    log_info("model mlp %s (%zu parameters), optimizer %s, backend %s, %d "
+             "rank(s) x %d thread(s), global batch %lld (%d per rank), "
+             "%lld steps/epoch", dims, t->m.nparams, cfg->optimizer,
+             t->ops->name, t->c->size, bo.threads,
+             (long long)cfg->batch_size, t->local_batch,
+             (long long)t->steps_per_epoch);
+    return SR_OK;
+}
+
+static sr_status train_step(struct trainer *t, int64_t epoch_step,
+                            int64_t gstep, double *loss, double *wait)
+{
+    const struct split *sp = &t->train;
+    size_t rb = sp->ds.schema.record_bytes;
+    uint64_t pos0 = (uint64_t)epoch_step * (uint64_t)t->cfg->batch_size +
+                    (uint64_t)t->c->rank * (uint64_t)t->local_batch;
+    double t0 = now_s();
+    for (int i = 0; i < t->local_batch; i++) {
+        uint64_t id = sampler_at(&t->sampler, pos0 + (uint64_t)i);
+        t->ids[i] = id;
+        t->recs[i] = sp->records + id * rb;
+    }
+    SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, t->local_batch, t->x, t->y,
+                      t->cfg->data));
+    *wait += now_s() - t0;
+    SR_TRY(t->ops->train_step(t->be, t->x, t->y, t->local_batch,
+                              1.0f / (float)t->cfg->batch_size));
+    size_t len;
+    float *g = t->ops->grads(t->be, &len);
+    SR_TRY(t->c->grad_allreduce(t->c, g, len));
+    *loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
+    double lr = lr_at(&t->sched, (uint64_t)gstep);
+    SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
+                                  (uint64_t)gstep + 1));
+    if (t->c->rank == 0 && t->cfg->step_metrics_file[0])
+        SR_TRY(buf_printf(&t->step_log, "{\"step\":%lld,\"loss\":%.9g,"
+                          "\"lr\":%.9g}\n", (long long)gstep + 1, *loss, lr));
+    return SR_OK;
+}
+
+static sr_status validate(struct trainer *t, double *loss, double *acc)
+{
+    const struct split *sp = &t->val;
+    size_t rb = sp->ds.schema.record_bytes;
+    uint64_t n = sp->ds.nrec;
+    uint64_t lo = n * (uint64_t)t->c->rank / (uint64_t)t->c->size;
+    uint64_t hi = n * (uint64_t)(t->c->rank + 1) / (uint64_t)t->c->size;
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (uint64_t i = lo; i < hi;) {
+        int k = (int)(hi - i < (uint64_t)t->cfg->eval_batch_size
+                      ? hi - i : (uint64_t)t->cfg->eval_batch_size);
+        for (int j = 0; j < k; j++) {
+            t->ids[j] = i + (uint64_t)j;
+            t->recs[j] = sp->records + (i + (uint64_t)j) * rb;
+        }
+        SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, k, t->x, t->y,
+                          t->cfg->val_data));
+        SR_TRY(t->ops->evaluate(t->be, t->x, t->y, k, &loss_sum, &correct));
+        i += (uint64_t)k;
+    }
+    double sums[2] = { loss_sum, (double)correct };
+    SR_TRY(comm_sum_f64(t->c, sums, 2));
+    *loss = sums[0] / (double)n;
+    *acc = sums[1] / (double)n;
+    return SR_OK;
+}
+
+static sr_status save_model(struct trainer *t, int64_t step, int64_t epoch)
+{
+    const char *dir = t->cfg->model_dir;
+    char uri[STORAGE_URI_MAX];
+    SR_TRY(storage_uri_join(uri, sizeof uri, dir, "model.h5"));
+    SR_TRY(t->ops->get_params(t->be, t->host_params));
+    struct h5img *h;
+    SR_TRY(h5img_create(&h));
+    sr_status s = SR_OK;
+    for (int i = 0; i < mlp_ntensors(&t->m) && s == SR_OK; i++) {
+        char name[32];
+        int ndim;
+        size_t dims[2], off, cnt;
+        mlp_tensor(&t->m, i, name, sizeof name, &ndim, dims, &off, &cnt);
+        s = h5img_write_f32(h, name, t->host_params + off, ndim, dims);
+    }
+    int64_t d[MLP_MAX_LAYERS + 1];
+    for (int l = 0; l <= t->m.nlayers; l++)
+        d[l] = t->m.dims[l];
+    if (s == SR_OK)
+        s = h5img_attr_str(h, "/", "format", "spotrun-model");
+    int64_t version = 1;
+    if (s == SR_OK)
+        s = h5img_attr_i64(h, "/", "format_version", &version, 1);
+    if (s == SR_OK)
+        s = h5img_attr_str(h, "/", "model", "mlp");
+    if (s == SR_OK)
+        s = h5img_attr_i64(h, "/", "layer_sizes", d,
+                           (size_t)t->m.nlayers + 1);
+    if (s == SR_OK)
+        s = h5img_attr_i64(h, "/", "step", &step, 1);
+    if (s == SR_OK)
+        s = h5img_attr_i64(h, "/", "epoch", &epoch, 1);
+    if (s == SR_OK)
+        s = h5img_attr_str(h, "/", "config", t->config_json);
+    if (s != SR_OK) {
+        h5img_free(h);
+        return s;
+    }
+    struct sr_buf img = { 0 };
+    s = h5img_finish(h, &img);
+    if (s == SR_OK)
+        s = storage_put(t->st, uri, img.data, img.len, 0);
+    if (s == SR_OK) {
+        char b[32];
+        log_info("model written to %s (%s)", uri,
+                 fmt_bytes(b, sizeof b, img.len));
+    }
+    buf_free(&img);
+    return s;
+}
+
+static sr_status run_epochs(struct trainer *t)
+{
+    const struct train_config *cfg = t->cfg;
+    int64_t gstep = 0;
+    for (int64_t epoch = 0; epoch < cfg->epochs && gstep < t->total_steps;
+         epoch++) {
+        sampler_set_epoch(&t->sampler, (uint64_t)epoch);
+        double e0 = now_s(), wait = 0, loss_sum = 0;
+        int64_t done = 0;
+        for (int64_t s = 0; s < t->steps_per_epoch && gstep < t->total_steps;
+             s++) {
+            double loss;
+            SR_TRY(train_step(t, s, gstep, &loss, &wait));
+            gstep++;
+            done++;
+            loss_sum += loss;
+            if (cfg->check_sync_every > 0 && gstep % cfg->check_sync_every
+                == 0)
+                SR_TRY(check_sync(t, gstep));
+            double el = now_s() - e0;
+            progress_update(&t->progress, epoch + 1, cfg->epochs, s + 1,
+                            t->steps_per_epoch, loss_sum / (double)done,
+                            el > 0 ? (double)done * (double)cfg->batch_size
+                            / el : 0);
+        }
+        double train_s = now_s() - e0;
+        progress_end(&t->progress);
+        struct epoch_metrics em = {
+            .epoch = epoch + 1,
+            .step = gstep,
+            .train_loss = loss_sum / (double)done,
+            .samples_per_sec = (double)done * (double)cfg->batch_size /
+                               train_s,
+        };
+        double waits[1] = { wait };
+        SR_TRY(comm_max_f64(t->c, waits, 1));
+        em.data_wait_s = waits[0];
+        if (t->has_val) {
+            SR_TRY(validate(t, &em.val_loss, &em.val_accuracy));
+            em.has_val = 1;
+        }
+        em.epoch_s = now_s() - e0;
+        if (t->c->rank == 0) {
+            SR_TRY(metrics_epoch(&t->metrics, &em, stdout));
+            if (cfg->step_metrics_file[0])
+                SR_TRY(storage_put(t->st, cfg->step_metrics_file,
+                                   t->step_log.data, t->step_log.len, 0));
+        }
+    }
+    SR_TRY(check_sync(t, gstep));
+    unsigned char d[32];
+    SR_TRY(params_digest(t, d));
+    if (t->c->rank == 0) {
+        char hex[65];
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        printf("done steps=%lld params_sha256=%s\n", (long long)gstep, hex);
+        fflush(stdout);
+        if (cfg->model_dir[0])
+            SR_TRY(save_model(t, gstep, (gstep + t->steps_per_epoch - 1) /
+                              t->steps_per_epoch));
+    }
+    return SR_OK;
+}
+
+static void teardown(struct trainer *t)
+{
+    if (t->be)
+        t->ops->destroy(t->be);
+    sampler_free(&t->sampler);
+    free(t->train.records);
+    free(t->val.records);
+    dataset_close(&t->train.ds);
+    dataset_close(&t->val.ds);
+    free(t->x);
+    free(t->y);
+    free(t->recs);
+    free(t->ids);
+    free(t->host_params);
+    metrics_close(&t->metrics);
+    buf_free(&t->step_log);
+    storage_close(t->st);
+}
+
+sr_status train_run(const struct train_config *cfg, const char *config_json,
+                    struct comm *c)
+{
+    struct trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.config_json = config_json;
+    t.c = c;
+    sr_status s = agree(&t, setup(&t));
+    if (s == SR_OK)
+        s = run_epochs(&t);
+    teardown(&t);
+    return s;
+}
