@@ -48,7 +48,7 @@ static const struct opt opts[] = {
       "rows per forward pass during validation, per rank" },
     { "optimizer", T_CHOICE, F(optimizer), "adamw", 0, 0, "sgd|adamw",
       "sgd (with momentum) or adamw" },
-    { "lr", T_F64, F(lr), "0.001", 1e-12, 1e6, NULL, "peak learning rate" },
+    { "lr", T_F64, F(lr), "0.003", 1e-12, 1e6, NULL, "peak learning rate" },
     { "min-lr", T_F64, F(min_lr), "0", 0, 1e6, NULL,
       "learning rate at the end of the cosine decay" },
     { "warmup-steps", T_INT, F(warmup_steps), "100", 0, BIG, NULL,

@@ -8,7 +8,9 @@
  */
 #include "backend.h"
 
-#include <cblas.h>
+#include "../common/simd.h"
+#include "blas.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@ static void cpu_destroy(struct backend *b)
 static sr_status cpu_create(struct backend **out, const struct mlp *m,
                             const struct backend_opts *o)
 {
+    SR_TRY(blas_load());
     struct backend *b = calloc(1, sizeof *b);
     if (!b)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
@@ -58,7 +61,7 @@ static sr_status cpu_create(struct backend **out, const struct mlp *m,
     b->max_batch = o->max_batch;
     b->optim = o->optim;
     if (o->threads > 0)
-        openblas_set_num_threads(o->threads);
+        blas.set_num_threads(o->threads);
     size_t n = (size_t)o->max_batch;
     int widest = 0;
     for (int l = 0; l <= m->nlayers; l++)
@@ -112,20 +115,40 @@ static sr_status cpu_get_opt_state(struct backend *b, float *host)
     return SR_OK;
 }
 
-/* out[n x d] = relu(out + bias) for hidden layers, out + bias for logits */
-static void bias_act(float *restrict out, const float *restrict bias, int n,
-                     int d, int relu)
+/* Every row of out[n x d] = bias: the product then adds onto it (beta 1),
+ * which fuses the bias add into the matrix product's own pass. */
+SR_CLONES
+static void fill_rows(float *restrict out, const float *restrict bias, int n,
+                      int d)
 {
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * (size_t)d, bias, (size_t)d * sizeof(float));
+}
+
+SR_CLONES
+static void relu(float *restrict v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = v[i] > 0.0f ? v[i] : 0.0f;
+}
+
+/* dh = dh where the layer's output h was positive, else 0 */
+SR_CLONES
+static void relu_grad(float *restrict dh, const float *restrict h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dh[i] = h[i] > 0.0f ? dh[i] : 0.0f;
+}
+
+SR_CLONES
+static void column_sums(float *restrict out, const float *restrict m, int n,
+                        int d)
+{
+    memset(out, 0, (size_t)d * sizeof(float));
     for (int i = 0; i < n; i++) {
-        float *row = out + (size_t)i * (size_t)d;
-        if (relu)
-            for (int j = 0; j < d; j++) {
-                float v = row[j] + bias[j];
-                row[j] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (int j = 0; j < d; j++)
-                row[j] += bias[j];
+        const float *row = m + (size_t)i * (size_t)d;
+        for (int j = 0; j < d; j++)
+            out[j] += row[j];
     }
 }
 
@@ -136,11 +159,12 @@ static void forward(struct backend *b, const float *x, int n)
     b->act[0] = (float *)x;
     for (int l = 0; l < m->nlayers; l++) {
         int in = m->dims[l], out = m->dims[l + 1];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f,
-                    b->act[l], in, b->params + m->w_off[l], in, 0.0f,
+        fill_rows(b->act[l + 1], b->params + m->b_off[l], n, out);
+        blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f,
+                    b->act[l], in, b->params + m->w_off[l], in, 1.0f,
                     b->act[l + 1], out);
-        bias_act(b->act[l + 1], b->params + m->b_off[l], n, out,
-                 l + 1 < m->nlayers);
+        if (l + 1 < m->nlayers)
+            relu(b->act[l + 1], (size_t)n * (size_t)out);
     }
 }
 
@@ -195,26 +219,17 @@ static sr_status cpu_train_step(struct backend *b, const float *x,
         int in = m->dims[l], out = m->dims[l + 1];
         float *gw = b->grads + m->w_off[l], *gb = b->grads + m->b_off[l];
         /* dW = dZ^T . H_prev */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
+        blas.sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
                     dz, out, b->act[l], in, 0.0f, gw, in);
-        /* db = column sums of dZ */
-        memset(gb, 0, (size_t)out * sizeof(float));
-        for (int i = 0; i < n; i++) {
-            const float *row = dz + (size_t)i * (size_t)out;
-            for (int j = 0; j < out; j++)
-                gb[j] += row[j];
-        }
+        column_sums(gb, dz, n, out);     /* db */
         if (l == 0)
             break;
         /* dH_prev = dZ . W, then through the ReLU of layer l-1 */
         float *dh = b->dact[ping];
         ping ^= 1;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out,
+        blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out,
                     1.0f, dz, out, b->params + m->w_off[l], in, 0.0f, dh, in);
-        const float *h = b->act[l];
-        size_t cnt = (size_t)n * (size_t)in;
-        for (size_t i = 0; i < cnt; i++)
-            dh[i] = h[i] > 0.0f ? dh[i] : 0.0f;
+        relu_grad(dh, b->act[l], (size_t)n * (size_t)in);
         dz = dh;
     }
     b->grads[m->nparams + GRAD_EXTRA_LOSS] = (float)(loss * grad_scale);

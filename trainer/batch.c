@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "../common/simd.h"
+
 static int is_integer(enum sr_dtype t)
 {
     return t != DT_FLOAT32 && t != DT_FLOAT64;
@@ -61,6 +63,14 @@ static int64_t load_i(enum sr_dtype t, const uint8_t *p)
     }
 }
 
+SR_CLONES
+static void u8_to_f32(float *restrict out, const uint8_t *restrict in,
+                      size_t n, float scale)
+{
+    for (size_t j = 0; j < n; j++)
+        out[j] = (float)in[j] * scale;
+}
+
 sr_status batch_fill(const struct batch_spec *b, const uint8_t *const *recs,
                      const uint64_t *ids, int n, float *x, int32_t *y,
                      const char *what)
@@ -71,8 +81,7 @@ sr_status batch_fill(const struct batch_spec *b, const uint8_t *const *recs,
         float *row = x + (size_t)i * b->in;
         const uint8_t *px = r + b->xoff;
         if (b->xt == DT_UINT8) {
-            for (size_t j = 0; j < b->in; j++)
-                row[j] = (float)px[j] * b->scale;
+            u8_to_f32(row, px, b->in, b->scale);
         } else {
             for (size_t j = 0; j < b->in; j++)
                 row[j] = load_f(b->xt, px + j * es) * b->scale;

@@ -7,11 +7,14 @@
 
 #include <math.h>
 
+#include "../common/simd.h"
+
 int optim_state_per_param(enum optim_kind k)
 {
     return k == OPTIM_ADAMW ? 2 : 1;
 }
 
+SR_CLONES
 void optim_sgd_cpu(float *restrict p, const float *restrict g,
                    float *restrict mom, size_t n, float lr, float momentum,
                    float wd)
@@ -24,6 +27,7 @@ void optim_sgd_cpu(float *restrict p, const float *restrict g,
     }
 }
 
+SR_CLONES
 void optim_adamw_cpu(float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v, size_t n, float lr,
                      float beta1, float beta2, float eps, float wd,
