@@ -47,4 +47,12 @@ void sampler_set_epoch(struct sampler *s, uint64_t epoch);
 /* Global record id at position pos (0 <= pos < nrec) of the current epoch. */
 uint64_t sampler_at(struct sampler *s, uint64_t pos);
 
+/* First epoch position of rank's slice of global batch `step`: global
+ * batch B is cut into `world` equal slices in rank order. */
+static inline uint64_t sampler_slice_start(uint64_t step, uint64_t batch,
+                                           int rank, int world)
+{
+    return step * batch + (uint64_t)rank * (batch / (uint64_t)world);
+}
+
 #endif

@@ -131,13 +131,15 @@ static sr_status set_list(int *dst, int *count, const char *v,
 {
     int n = 0;
     const char *p = v;
+    if (!*v)
+        return SR_FAIL(SR_ERR_USAGE, "%s needs at least one size (e.g. "
+                       "256,128)", origin);
     for (;;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         char item[32];
         if (len >= sizeof item)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: overlong item in '%s'",
-                           origin, o->name, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s: overlong item in '%s'", origin, v);
         memcpy(item, p, len);
         item[len] = '\0';
         char *b = item;
@@ -147,15 +149,14 @@ static sr_status set_list(int *dst, int *count, const char *v,
             item[--len] = '\0';
         int64_t x;
         if (!*b)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: empty item in '%s' (give "
-                           "sizes like 256,128)", origin, o->name, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s: empty item in '%s' (give sizes "
+                           "like 256,128)", origin, v);
         if (parse_i64(&x, b) || x < o->min || x > o->max)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: '%s' is not a size in "
-                           "[%.0f, %.0f]", origin, o->name, b, o->min,
-                           o->max);
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not a size in [%.0f, "
+                           "%.0f]", origin, b, o->min, o->max);
         if (n == MLP_MAX_LAYERS - 1)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: at most %d layers", origin,
-                           o->name, MLP_MAX_LAYERS - 1);
+            return SR_FAIL(SR_ERR_USAGE, "%s: at most %d layers", origin,
+                           MLP_MAX_LAYERS - 1);
         dst[n++] = (int)x;
         if (!comma)
             break;
@@ -173,36 +174,35 @@ static sr_status set_value(struct train_config *cfg, const struct opt *o,
     case T_STR:
     case T_URI:
         if (str_copy(field, o->size, v))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s is too long (max %zu "
-                           "characters)", origin, o->name, o->size - 1);
+            return SR_FAIL(SR_ERR_USAGE, "%s is too long (max %zu "
+                           "characters)", origin, o->size - 1);
         return SR_OK;
     case T_CHOICE:
         if (!choice_ok(o->choices, v))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s must be one of %s (got "
-                           "'%s')", origin, o->name, o->choices, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s must be one of %s (got '%s')",
+                           origin, o->choices, v);
         return str_copy(field, o->size, v) ? SR_FAIL(SR_ERR_INTERNAL,
                                                      "choice too long")
                                            : SR_OK;
     case T_INT: {
         int64_t x;
         if (parse_i64(&x, v))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: '%s' is not an integer",
-                           origin, o->name, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not an integer",
+                           origin, v);
         if ((double)x < o->min || (double)x > o->max)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s must be in [%.0f, %.0f] "
-                           "(got %lld)", origin, o->name, o->min, o->max,
-                           (long long)x);
+            return SR_FAIL(SR_ERR_USAGE, "%s must be in [%.0f, %.0f] (got "
+                           "%lld)", origin, o->min, o->max, (long long)x);
         memcpy(field, &x, sizeof x);
         return SR_OK;
     }
     case T_U64: {
         uint64_t x;
         if (parse_u64(&x, v))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: '%s' is not a non-negative "
-                           "integer", origin, o->name, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not a non-negative "
+                           "integer", origin, v);
         if (o->max > 0 && ((double)x < o->min || (double)x > o->max))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s must be in [%.0f, %.0f] "
-                           "(got %llu)", origin, o->name, o->min, o->max,
+            return SR_FAIL(SR_ERR_USAGE, "%s must be in [%.0f, %.0f] (got "
+                           "%llu)", origin, o->min, o->max,
                            (unsigned long long)x);
         memcpy(field, &x, sizeof x);
         return SR_OK;
@@ -210,11 +210,11 @@ static sr_status set_value(struct train_config *cfg, const struct opt *o,
     case T_F64: {
         double x;
         if (parse_f64(&x, v))
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s: '%s' is not a number",
-                           origin, o->name, v);
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not a number", origin,
+                           v);
         if (x < o->min || x > o->max)
-            return SR_FAIL(SR_ERR_USAGE, "%s: %s must be in [%g, %g] (got "
-                           "%g)", origin, o->name, o->min, o->max, x);
+            return SR_FAIL(SR_ERR_USAGE, "%s must be in [%g, %g] (got %g)",
+                           origin, o->min, o->max, x);
         memcpy(field, &x, sizeof x);
         return SR_OK;
     }
@@ -228,7 +228,8 @@ void config_defaults(struct config_state *cs)
 {
     memset(cs, 0, sizeof *cs);
     for (int i = 0; i < NOPTS; i++) {
-        sr_status s = set_value(&cs->cfg, &opts[i], opts[i].def, "default");
+        sr_status s = set_value(&cs->cfg, &opts[i], opts[i].def,
+                                opts[i].name);
         if (s != SR_OK)     /* a broken default is a bug in the table */
             log_error("bad default for %s: %s", opts[i].name, sr_errmsg());
         cs->src[i] = SRC_DEFAULT;
@@ -241,8 +242,8 @@ sr_status config_set(struct config_state *cs, const char *key,
 {
     const struct opt *o = find_opt(key);
     if (!o)
-        return SR_FAIL(SR_ERR_USAGE, "%s: unknown option '%s' (see `spotrun "
-                       "train --help`)", origin, key);
+        return SR_FAIL(SR_ERR_USAGE, "%s: unknown option (see `spotrun "
+                       "train --help`)", origin);
     SR_TRY(set_value(&cs->cfg, o, value, origin));
     cs->src[o - opts] = src;
     return SR_OK;
@@ -252,7 +253,7 @@ sr_status config_set(struct config_state *cs, const char *key,
  * hold JSON-encoded strings or lists (as the SageMaker SDK writes them) are
  * unwrapped. */
 static sr_status json_to_value(json_t *v, char *out, size_t cap,
-                               const char *origin, const char *key)
+                               const char *origin)
 {
     int n = -1;
     if (json_is_string(v)) {
@@ -260,7 +261,7 @@ static sr_status json_to_value(json_t *v, char *out, size_t cap,
         if (s[0] == '"' || s[0] == '[') {
             json_t *inner = json_loads(s, JSON_DECODE_ANY, NULL);
             if (inner && (json_is_string(inner) || json_is_array(inner))) {
-                sr_status st = json_to_value(inner, out, cap, origin, key);
+                sr_status st = json_to_value(inner, out, cap, origin);
                 json_decref(inner);
                 return st;
             }
@@ -280,23 +281,21 @@ static sr_status json_to_value(json_t *v, char *out, size_t cap,
         json_array_foreach(v, i, e) {
             char item[64];
             if (!json_is_integer(e))
-                return SR_FAIL(SR_ERR_USAGE, "%s: %s: lists may hold only "
-                               "integers", origin, key);
+                return SR_FAIL(SR_ERR_USAGE, "%s: lists may hold only "
+                               "integers", origin);
             int k = snprintf(item, sizeof item, "%s%lld", i ? "," : "",
                              (long long)json_integer_value(e));
             if (len + (size_t)k >= cap)
-                return SR_FAIL(SR_ERR_USAGE, "%s: %s: list too long", origin,
-                               key);
+                return SR_FAIL(SR_ERR_USAGE, "%s: list too long", origin);
             memcpy(out + len, item, (size_t)k + 1);
             len += (size_t)k;
         }
         n = (int)len;
     } else {
-        return SR_FAIL(SR_ERR_USAGE, "%s: %s: unsupported value type", origin,
-                       key);
+        return SR_FAIL(SR_ERR_USAGE, "%s: unsupported value type", origin);
     }
     if (n < 0 || (size_t)n >= cap)
-        return SR_FAIL(SR_ERR_USAGE, "%s: %s: value too long", origin, key);
+        return SR_FAIL(SR_ERR_USAGE, "%s: value too long", origin);
     return SR_OK;
 }
 
@@ -326,8 +325,8 @@ sr_status config_apply_json_file(struct config_state *cs, const char *path,
             continue;
         char value[STORAGE_URI_MAX];
         char origin[STORAGE_URI_MAX + 64];
-        snprintf(origin, sizeof origin, "%s", path);
-        s = json_to_value(v, value, sizeof value, origin, key);
+        snprintf(origin, sizeof origin, "%s: %s", path, key);
+        s = json_to_value(v, value, sizeof value, origin);
         if (s == SR_OK)
             s = config_set(cs, key, value, src, origin);
         if (s != SR_OK)

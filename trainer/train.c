@@ -229,8 +229,9 @@ static sr_status train_step(struct trainer *t, int64_t epoch_step,
 {
     const struct split *sp = &t->train;
     size_t rb = sp->ds.schema.record_bytes;
-    uint64_t pos0 = (uint64_t)epoch_step * (uint64_t)t->cfg->batch_size +
-                    (uint64_t)t->c->rank * (uint64_t)t->local_batch;
+    uint64_t pos0 = sampler_slice_start((uint64_t)epoch_step,
+                                        (uint64_t)t->cfg->batch_size,
+                                        t->c->rank, t->c->size);
     double t0 = now_s();
     for (int i = 0; i < t->local_batch; i++) {
         uint64_t id = sampler_at(&t->sampler, pos0 + (uint64_t)i);
