@@ -122,14 +122,14 @@ static sr_status write_attr(struct h5img *h, const char *obj,
 sr_status h5img_attr_str(struct h5img *h, const char *obj, const char *name,
                          const char *value)
 {
+    /* variable-length UTF-8: h5py reads it back as str */
     hid_t type = H5Tcopy(H5T_C_S1);
     if (type < 0)
         return SR_FAIL(SR_ERR_HDF5, "HDF5: cannot make a string type");
-    H5Tset_size(type, strlen(value) + 1);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    H5Tset_size(type, H5T_VARIABLE);
     H5Tset_cset(type, H5T_CSET_UTF8);
     sr_status s = write_attr(h, obj, name, type, H5Screate(H5S_SCALAR),
-                             value);
+                             &value);
     H5Tclose(type);
     return s;
 }
