@@ -33,9 +33,10 @@ PY
     fail "2 epochs reached only val_accuracy=$acc"
 pass "2 ranks: metrics line and JSON agree, val_accuracy=$acc"
 
-"$PY" - "$WORK/model/model.h5" <<'PY'
-import json, sys
+"$PY" - "$WORK/model/model.h5" "$acc" <<'PY'
+import gzip, json, sys
 import h5py
+import numpy as np
 f = h5py.File(sys.argv[1], "r")
 assert f.attrs["format"] == "spotrun-model"
 assert list(f.attrs["layer_sizes"]) == [784, 256, 128, 10]
@@ -45,10 +46,23 @@ assert shapes == {"fc1.weight": (256, 784), "fc1.bias": (256,),
                   "fc3.weight": (10, 128), "fc3.bias": (10,)}, shapes
 assert json.loads(f.attrs["config"])["hidden"] == [256, 128]
 assert int(f.attrs["step"]) == 468
+# the saved parameters reproduce spotrun's own validation accuracy
+d = "/usr/share/datasets/fashion-mnist"
+x = np.frombuffer(gzip.open(f"{d}/t10k-images-idx3-ubyte.gz").read()[16:],
+                  np.uint8).reshape(-1, 784).astype(np.float32) / 255
+y = np.frombuffer(gzip.open(f"{d}/t10k-labels-idx1-ubyte.gz").read()[8:],
+                  np.uint8)
+h = x
+for i in (1, 2, 3):
+    h = h @ f[f"fc{i}.weight"][:].T + f[f"fc{i}.bias"][:]
+    if i < 3:
+        h = np.maximum(h, 0)
+acc = (h.argmax(1) == y).mean()
+assert abs(acc - float(sys.argv[2])) <= 0.001, (acc, sys.argv[2])
 PY
 h5dump -H "$WORK/model/model.h5" | grep -q 'DATASET "fc1.weight"' ||
     fail "h5dump cannot read the model"
-pass "model.h5 opens in h5py and h5dump with the layer shapes"
+pass "model.h5 opens in h5py and h5dump; numpy inference on it gives val_accuracy=$acc"
 
 mpi 4 train --data "$FM/train" --epochs 1 --max-steps 60 \
     --check-sync-every 5 --progress off >"$WORK/out4.txt" 2>"$WORK/err4.txt" ||
