@@ -1,30 +1,62 @@
 /*
  * backend_cpu.c: the MLP on the CPU. Matrix products go through OpenBLAS
- * (cblas_sgemm); the element-wise work is fused into single passes: bias +
- * ReLU after each forward product, softmax + cross-entropy + its gradient
- * in one pass over the logits, ReLU mask applied to the input gradient in
- * place. Activations are row-major [rows x features]; every buffer is
- * allocated once at create time, nothing is allocated per step.
+ * (cblas_sgemm); the element-wise work is fused into single passes: the
+ * bias is written first and the product added onto it, ReLU in place,
+ * softmax + cross-entropy + its gradient in one pass over the logits, the
+ * ReLU mask applied to the input gradient in place.
+ *
+ * Threads: with T threads the batch is cut into T contiguous row slices
+ * ("lanes"); each thread runs forward and backward on its slice with
+ * single-threaded sgemm calls into its own gradient buffer, then the
+ * buffers are summed in lane order (each thread summing a range of
+ * parameters) and the optimizer runs split the same way. A step has three
+ * fork-joins instead of one per matrix product, and the element-wise work
+ * runs on every core. Results depend on T the way they depend on the world
+ * size: through float summation order only.
+ *
+ * Every buffer is allocated at create time; a step allocates nothing.
  */
 #include "backend.h"
-
-#include "../common/simd.h"
-#include "blas.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/pool.h"
+#include "../common/simd.h"
+#include "blas.h"
+
+#define FLOATS_PER_LINE 16
+
+struct lane {
+    float *act[MLP_MAX_LAYERS + 1]; /* act[l]: output of layer l (post-ReLU);
+                                       act[nlayers]: logits, then their
+                                       gradient */
+    float *dact[2];                 /* ping-pong input-gradient scratch */
+    float *grads;                   /* lane 0 uses the backend's buffer */
+    double loss;
+    int64_t correct;
+};
+
 struct backend {
     struct mlp m;
     int max_batch;
+    int lane_rows;
     enum optim_kind optim;
     float *params;
-    float *grads;       /* nparams + BACKEND_GRAD_EXTRA */
-    float *state;       /* optimizer state */
-    float *act[MLP_MAX_LAYERS + 1];  /* act[l]: output of layer l (post-ReLU);
-                                        act[nlayers]: logits / their grad */
-    float *dact[2];     /* ping-pong input-gradient scratch */
+    float *grads;           /* nparams + BACKEND_GRAD_EXTRA */
+    float *state;           /* optimizer state */
+    struct pool *pool;
+    int nlanes;
+    struct lane *lanes;
+    /* arguments of the call in progress, read by every worker */
+    const float *x;
+    const int32_t *y;
+    int n;
+    float scale;
+    const struct optim_params *op;
+    float lr;
+    uint64_t step;
 };
 
 static float *falloc(size_t n)
@@ -40,13 +72,20 @@ static void cpu_destroy(struct backend *b)
 {
     if (!b)
         return;
+    pool_destroy(b->pool);
+    for (int w = 0; b->lanes && w < b->nlanes; w++) {
+        struct lane *ln = &b->lanes[w];
+        for (int l = 1; l <= b->m.nlayers; l++)
+            free(ln->act[l]);
+        free(ln->dact[0]);
+        free(ln->dact[1]);
+        if (w > 0)
+            free(ln->grads);
+    }
+    free(b->lanes);
     free(b->params);
     free(b->grads);
     free(b->state);
-    for (int l = 1; l <= b->m.nlayers; l++)
-        free(b->act[l]);
-    free(b->dact[0]);
-    free(b->dact[1]);
     free(b);
 }
 
@@ -54,15 +93,24 @@ static sr_status cpu_create(struct backend **out, const struct mlp *m,
                             const struct backend_opts *o)
 {
     SR_TRY(blas_load());
+    /* parallelism is ours: one slice of rows per thread */
+    blas.set_num_threads(1);
     struct backend *b = calloc(1, sizeof *b);
     if (!b)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
     b->m = *m;
     b->max_batch = o->max_batch;
     b->optim = o->optim;
-    if (o->threads > 0)
-        blas.set_num_threads(o->threads);
-    size_t n = (size_t)o->max_batch;
+    b->nlanes = o->threads > 0 ? o->threads : 1;
+    if (b->nlanes > o->max_batch)
+        b->nlanes = o->max_batch;
+    b->lane_rows = (o->max_batch + b->nlanes - 1) / b->nlanes;
+    sr_status s = pool_create(&b->pool, b->nlanes);
+    if (s != SR_OK) {
+        cpu_destroy(b);
+        return s;
+    }
+    size_t rows = (size_t)b->lane_rows;
     int widest = 0;
     for (int l = 0; l <= m->nlayers; l++)
         if (m->dims[l] > widest)
@@ -70,17 +118,21 @@ static sr_status cpu_create(struct backend **out, const struct mlp *m,
     b->params = falloc(m->nparams);
     b->grads = falloc(m->nparams + BACKEND_GRAD_EXTRA);
     b->state = falloc(m->nparams * (size_t)optim_state_per_param(o->optim));
-    int ok = b->params && b->grads && b->state;
-    for (int l = 1; l <= m->nlayers && ok; l++) {
-        b->act[l] = falloc(n * (size_t)m->dims[l]);
-        ok = b->act[l] != NULL;
+    b->lanes = calloc((size_t)b->nlanes, sizeof *b->lanes);
+    int ok = b->params && b->grads && b->state && b->lanes;
+    for (int w = 0; ok && w < b->nlanes; w++) {
+        struct lane *ln = &b->lanes[w];
+        for (int l = 1; l <= m->nlayers && ok; l++)
+            ok = (ln->act[l] = falloc(rows * (size_t)m->dims[l])) != NULL;
+        ln->dact[0] = falloc(rows * (size_t)widest);
+        ln->dact[1] = falloc(rows * (size_t)widest);
+        ln->grads = w == 0 ? b->grads : falloc(m->nparams);
+        ok = ok && ln->dact[0] && ln->dact[1] && ln->grads;
     }
-    b->dact[0] = falloc(n * (size_t)widest);
-    b->dact[1] = falloc(n * (size_t)widest);
-    if (!ok || !b->dact[0] || !b->dact[1]) {
+    if (!ok) {
         cpu_destroy(b);
         return SR_FAIL(SR_ERR_NOMEM, "out of memory for model buffers "
-                       "(batch %d)", o->max_batch);
+                       "(batch %d, %d threads)", o->max_batch, b->nlanes);
     }
     *out = b;
     return SR_OK;
@@ -152,19 +204,27 @@ static void column_sums(float *restrict out, const float *restrict m, int n,
     }
 }
 
-/* Forward through every layer; logits end in act[nlayers]. */
-static void forward(struct backend *b, const float *x, int n)
+SR_CLONES
+static void add_into(float *restrict dst, const float *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* Forward n rows of x through every layer; logits end in act[nlayers]. */
+static void forward(const struct backend *b, struct lane *ln, const float *x,
+                    int n)
 {
     const struct mlp *m = &b->m;
-    b->act[0] = (float *)x;
+    ln->act[0] = (float *)x;
     for (int l = 0; l < m->nlayers; l++) {
         int in = m->dims[l], out = m->dims[l + 1];
-        fill_rows(b->act[l + 1], b->params + m->b_off[l], n, out);
+        fill_rows(ln->act[l + 1], b->params + m->b_off[l], n, out);
         blas.sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f,
-                    b->act[l], in, b->params + m->w_off[l], in, 1.0f,
-                    b->act[l + 1], out);
+                   ln->act[l], in, b->params + m->w_off[l], in, 1.0f,
+                   ln->act[l + 1], out);
         if (l + 1 < m->nlayers)
-            relu(b->act[l + 1], (size_t)n * (size_t)out);
+            relu(ln->act[l + 1], (size_t)n * (size_t)out);
     }
 }
 
@@ -203,6 +263,68 @@ static double softmax_xent(float *restrict z, const int32_t *restrict y,
     return loss;
 }
 
+/* Backward from the logits' gradient in act[nlayers] into ln->grads. */
+static void backward(const struct backend *b, struct lane *ln, int n)
+{
+    const struct mlp *m = &b->m;
+    float *dz = ln->act[m->nlayers];
+    int ping = 0;
+    for (int l = m->nlayers - 1; l >= 0; l--) {
+        int in = m->dims[l], out = m->dims[l + 1];
+        /* dW = dZ^T . H_prev, db = column sums of dZ */
+        blas.sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
+                   dz, out, ln->act[l], in, 0.0f, ln->grads + m->w_off[l],
+                   in);
+        column_sums(ln->grads + m->b_off[l], dz, n, out);
+        if (l == 0)
+            break;
+        /* dH_prev = dZ . W, then through the ReLU of layer l-1 */
+        float *dh = ln->dact[ping];
+        ping ^= 1;
+        blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out,
+                   1.0f, dz, out, b->params + m->w_off[l], in, 0.0f, dh, in);
+        relu_grad(dh, ln->act[l], (size_t)n * (size_t)in);
+        dz = dh;
+    }
+}
+
+static void lane_rows_of(const struct backend *b, int w, int nw, int *lo,
+                         int *hi)
+{
+    size_t a, z;
+    pool_range((size_t)b->n, w, nw, 1, &a, &z);
+    *lo = (int)a;
+    *hi = (int)z;
+}
+
+static void lane_train(void *arg, int w, int nw)
+{
+    struct backend *b = arg;
+    struct lane *ln = &b->lanes[w];
+    int lo, hi;
+    lane_rows_of(b, w, nw, &lo, &hi);
+    ln->loss = 0;
+    if (hi == lo) {     /* fewer rows than threads */
+        memset(ln->grads, 0, b->m.nparams * sizeof(float));
+        return;
+    }
+    int L = b->m.nlayers;
+    forward(b, ln, b->x + (size_t)lo * (size_t)b->m.dims[0], hi - lo);
+    ln->loss = softmax_xent(ln->act[L], b->y + lo, hi - lo, b->m.dims[L],
+                            b->scale, NULL);
+    backward(b, ln, hi - lo);
+}
+
+/* grads += lane 1 + lane 2 + ..., each thread over its parameter range */
+static void lane_reduce(void *arg, int w, int nw)
+{
+    struct backend *b = arg;
+    size_t lo, hi;
+    pool_range(b->m.nparams, w, nw, FLOATS_PER_LINE, &lo, &hi);
+    for (int l = 1; l < b->nlanes && hi > lo; l++)
+        add_into(b->grads + lo, b->lanes[l].grads + lo, hi - lo);
+}
+
 static sr_status cpu_train_step(struct backend *b, const float *x,
                                 const int32_t *y, int n, float grad_scale)
 {
@@ -210,28 +332,16 @@ static sr_status cpu_train_step(struct backend *b, const float *x,
     if (n < 1 || n > b->max_batch)
         return SR_FAIL(SR_ERR_INTERNAL, "batch of %d rows (max %d)", n,
                        b->max_batch);
-    forward(b, x, n);
-    int L = m->nlayers;
-    float *dz = b->act[L];
-    double loss = softmax_xent(dz, y, n, m->dims[L], grad_scale, NULL);
-    int ping = 0;
-    for (int l = L - 1; l >= 0; l--) {
-        int in = m->dims[l], out = m->dims[l + 1];
-        float *gw = b->grads + m->w_off[l], *gb = b->grads + m->b_off[l];
-        /* dW = dZ^T . H_prev */
-        blas.sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f,
-                    dz, out, b->act[l], in, 0.0f, gw, in);
-        column_sums(gb, dz, n, out);     /* db */
-        if (l == 0)
-            break;
-        /* dH_prev = dZ . W, then through the ReLU of layer l-1 */
-        float *dh = b->dact[ping];
-        ping ^= 1;
-        blas.sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out,
-                    1.0f, dz, out, b->params + m->w_off[l], in, 0.0f, dh, in);
-        relu_grad(dh, b->act[l], (size_t)n * (size_t)in);
-        dz = dh;
-    }
+    b->x = x;
+    b->y = y;
+    b->n = n;
+    b->scale = grad_scale;
+    pool_run(b->pool, lane_train, b);
+    if (b->nlanes > 1)
+        pool_run(b->pool, lane_reduce, b);
+    double loss = 0;
+    for (int w = 0; w < b->nlanes; w++)
+        loss += b->lanes[w].loss;
     b->grads[m->nparams + GRAD_EXTRA_LOSS] = (float)(loss * grad_scale);
     b->grads[m->nparams + GRAD_EXTRA_STOP] = 0.0f;
     return SR_OK;
@@ -243,27 +353,61 @@ static float *cpu_grads(struct backend *b, size_t *len)
     return b->grads;
 }
 
-static sr_status cpu_optimizer_step(struct backend *b,
-                                    const struct optim_params *op, float lr,
-                                    uint64_t step)
+/* The optimizer over this thread's parameter range, tensor by tensor
+ * (weight decay applies to weights only). */
+static void lane_optim(void *arg, int w, int nw)
 {
+    struct backend *b = arg;
     const struct mlp *m = &b->m;
-    size_t np = m->nparams;
-    for (int t = 0; t < mlp_ntensors(m); t++) {
+    const struct optim_params *op = b->op;
+    size_t lo, hi, np = m->nparams;
+    pool_range(np, w, nw, FLOATS_PER_LINE, &lo, &hi);
+    for (int t = 0; t < mlp_ntensors(m) && hi > lo; t++) {
         char name[32];
         int ndim;
         size_t dims[2], off, cnt;
         mlp_tensor(m, t, name, sizeof name, &ndim, dims, &off, &cnt);
+        size_t a = off > lo ? off : lo;
+        size_t z = off + cnt < hi ? off + cnt : hi;
+        if (a >= z)
+            continue;
         float wd = mlp_tensor_is_weight(t) ? (float)op->weight_decay : 0.0f;
         if (op->kind == OPTIM_SGD)
-            optim_sgd_cpu(b->params + off, b->grads + off, b->state + off, cnt,
-                          lr, (float)op->momentum, wd);
+            optim_sgd_cpu(b->params + a, b->grads + a, b->state + a, z - a,
+                          b->lr, (float)op->momentum, wd);
         else
-            optim_adamw_cpu(b->params + off, b->grads + off, b->state + off,
-                            b->state + np + off, cnt, lr, (float)op->beta1,
-                            (float)op->beta2, (float)op->eps, wd, step);
+            optim_adamw_cpu(b->params + a, b->grads + a, b->state + a,
+                            b->state + np + a, z - a, b->lr,
+                            (float)op->beta1, (float)op->beta2,
+                            (float)op->eps, wd, b->step);
     }
+}
+
+static sr_status cpu_optimizer_step(struct backend *b,
+                                    const struct optim_params *op, float lr,
+                                    uint64_t step)
+{
+    b->op = op;
+    b->lr = lr;
+    b->step = step;
+    pool_run(b->pool, lane_optim, b);
     return SR_OK;
+}
+
+static void lane_eval(void *arg, int w, int nw)
+{
+    struct backend *b = arg;
+    struct lane *ln = &b->lanes[w];
+    int lo, hi;
+    lane_rows_of(b, w, nw, &lo, &hi);
+    ln->loss = 0;
+    ln->correct = 0;
+    if (hi == lo)
+        return;
+    int L = b->m.nlayers;
+    forward(b, ln, b->x + (size_t)lo * (size_t)b->m.dims[0], hi - lo);
+    ln->loss = softmax_xent(ln->act[L], b->y + lo, hi - lo, b->m.dims[L],
+                            0.0f, &ln->correct);
 }
 
 static sr_status cpu_evaluate(struct backend *b, const float *x,
@@ -273,9 +417,14 @@ static sr_status cpu_evaluate(struct backend *b, const float *x,
     if (n < 1 || n > b->max_batch)
         return SR_FAIL(SR_ERR_INTERNAL, "batch of %d rows (max %d)", n,
                        b->max_batch);
-    forward(b, x, n);
-    int L = b->m.nlayers;
-    *loss_sum += softmax_xent(b->act[L], y, n, b->m.dims[L], 0.0f, correct);
+    b->x = x;
+    b->y = y;
+    b->n = n;
+    pool_run(b->pool, lane_eval, b);
+    for (int w = 0; w < b->nlanes; w++) {
+        *loss_sum += b->lanes[w].loss;
+        *correct += b->lanes[w].correct;
+    }
     return SR_OK;
 }
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# train_cpu.sh: CPU training throughput of spotrun against PyTorch (Debian
+# python3-torch, same OpenBLAS) on the same MLP, data, optimizer and global
+# batch, single process and 2 processes (mpirun vs PyTorch DDP over gloo),
+# plus spotrun's GFLOP/s next to OpenBLAS sgemm on the same matrix shapes
+# measured in the same run. Prints one table.
+#
+# usage: bench/train_cpu.sh [EPOCHS]    (default 6: 1 warm-up + 5 timed)
+# BENCH_MIN_RATIO=2.0 makes it exit 1 when a row's ratio is below it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+epochs=${1:-6}
+hidden=256,128
+batch=256
+threads=$(nproc)
+bash scripts/setup.sh --bench >/dev/null
+spotrun=$PWD/build/spotrun
+sgemm=$PWD/build/bench/sgemm_shapes
+work=$(mktemp -d /tmp/spotrun-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+"$spotrun" data import fashion-mnist --out "$work/fm" 2>/dev/null
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# median of the samples_per_sec of every epoch after the first
+spotrun_rate() {
+    grep -E '^epoch=' | tail -n +2 | sed -E 's/.*samples_per_sec=([0-9]+).*/\1/' |
+        sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+
+run_spotrun() { # ranks, threads per rank
+    mpirun -np "$1" --bind-to none "$spotrun" train --data "$work/fm/train" \
+        --epochs "$epochs" --batch-size $batch --hidden $hidden \
+        --threads "$2" --progress off 2>/dev/null | spotrun_rate
+}
+
+run_torch() { # processes, threads per process, extra env...
+    local procs=$1 t=$2
+    shift 2
+    env "$@" /usr/bin/python3 bench/torch_mlp.py "$work/fm/train" "$procs" "$t" \
+        "$epochs" $hidden $batch 2>/dev/null | sed -E 's/samples_per_sec=([0-9]+).*/\1/'
+}
+
+# sgemm ceiling: the step's matrix products, no element-wise work, for
+# `procs` concurrent processes of `t` threads each on batch/procs rows
+run_sgemm() {
+    local procs=$1 t=$2 rows=$((batch / $1)) i
+    for ((i = 0; i < procs; i++)); do
+        "$sgemm" $rows "$t" 3 784 ${hidden//,/ } 10 >"$work/sgemm.$i" &
+    done
+    wait
+    cat "$work"/sgemm.* | sed -E 's/sgemm_gflops=([0-9.]+).*/\1/' |
+        awk '{s+=$1} END {printf "%.1f", s}'
+    rm -f "$work"/sgemm.*
+}
+
+flops=$(awk -v h=$hidden 'BEGIN {n=split("784," h ",10", d, ","); f=0;
+    for (i=1; i<n; i++) { m=d[i]*d[i+1]; f+=4*m; if (i>1) f+=2*m } print f}')
+kernel=$("$sgemm" 8 1 0.01 784 16 10 | sed -E 's/.*kernel=([^ ]+).*/\1/')
+
+row() { # label ranks threads torch_rate
+    local s g c
+    s=$(run_spotrun "$2" "$3")
+    c=$(run_sgemm "$2" "$3")
+    g=$(awk -v s="$s" -v f="$flops" 'BEGIN {printf "%.1f", s*f/1e9}')
+    awk -v l="$1" -v s="$s" -v p="$4" -v g="$g" -v c="$c" 'BEGIN {
+        printf "| %-26s | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.1f%% |\n",
+               l, s, p, s/p, g, c, 100*g/c }'
+}
+
+# PyTorch at its best for the thread count: its OpenMP pool spinning
+# against OpenBLAS's threads halves it, so also try a passive wait policy
+p1=$(run_torch 1 "$threads")
+p1b=$(run_torch 1 "$threads" OMP_WAIT_POLICY=PASSIVE)
+((p1b > p1)) && p1=$p1b
+p2=$(run_torch 2 1)
+
+echo
+echo "CPU training, MLP 784-${hidden//,/-}-10, global batch $batch, AdamW, Fashion-MNIST"
+echo "$(lscpu | sed -nE 's/^Model name: +//p'), $threads cores, OpenBLAS kernel $kernel,"
+echo "median samples/s over epochs 2..$epochs, $(awk -v f="$flops" 'BEGIN {printf "%.3f", f/1e6}') MFLOP per sample"
+echo
+echo "| configuration              | spotrun   | PyTorch   | ratio | spotrun | sgemm   | of     |"
+echo "|                            | samples/s | samples/s |       | GFLOP/s | GFLOP/s | sgemm  |"
+echo "|----------------------------|-----------|-----------|-------|---------|---------|--------|"
+r1=$(row "1 process x $threads threads" 1 "$threads" "$p1")
+echo "$r1"
+r2=$(row "2 processes x 1 thread" 2 1 "$p2")
+echo "$r2"
+echo
+echo "PyTorch: 1 process = torch.set_num_threads($threads), best of default and"
+echo "OMP_WAIT_POLICY=PASSIVE; 2 processes = DistributedDataParallel, gloo."
+echo "sgemm: OpenBLAS on the step's own products (forward, dW, dX), same"
+echo "threads and rows per process, processes run concurrently."
+
+if [[ -n ${BENCH_MIN_RATIO:-} ]]; then
+    for r in "$r1" "$r2"; do
+        ratio=$(awk -F'|' '{print $5}' <<<"$r")
+        awk -v r="$ratio" -v m="$BENCH_MIN_RATIO" 'BEGIN {exit !(r >= m)}' ||
+            { echo "ratio $ratio below BENCH_MIN_RATIO=$BENCH_MIN_RATIO" >&2; exit 1; }
+    done
+fi
