@@ -6,11 +6,14 @@
 #include "h5image.h"
 
 #include <hdf5.h>
+#include <hdf5_hl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct h5img {
     hid_t file;
+    char what[256];     /* names the image in read errors */
 };
 
 static void quiet_hdf5(void)
@@ -174,6 +177,144 @@ sr_status h5img_finish(struct h5img *h, struct sr_buf *out)
 out:
     h5img_free(h);
     return s;
+}
+
+sr_status h5img_open(struct h5img **out, const void *buf, size_t len,
+                     const char *what)
+{
+    quiet_hdf5();
+    struct h5img *h = calloc(1, sizeof *h);
+    if (!h)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    snprintf(h->what, sizeof h->what, "%s", what);
+    /* read-only, no copy: the caller's buffer backs the file */
+    h->file = H5LTopen_file_image((void *)buf, len,
+                                  H5LT_FILE_IMAGE_DONT_COPY |
+                                  H5LT_FILE_IMAGE_DONT_RELEASE);
+    if (h->file < 0) {
+        free(h);
+        return SR_FAIL(SR_ERR_FORMAT, "%s: not a readable HDF5 file", what);
+    }
+    *out = h;
+    return SR_OK;
+}
+
+static sr_status read_dataset(struct h5img *h, const char *name, hid_t type,
+                              void *out, size_t count)
+{
+    sr_status s = SR_OK;
+    hid_t ds = H5Dopen2(h->file, name, H5P_DEFAULT);
+    if (ds < 0)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: dataset %s is missing", h->what,
+                       name);
+    hid_t space = H5Dget_space(ds);
+    hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    if (n < 0 || (size_t)n != count)
+        s = SR_FAIL(SR_ERR_FORMAT, "%s: dataset %s holds %lld values, "
+                    "expected %zu", h->what, name, (long long)n, count);
+    else if (H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        s = SR_FAIL(SR_ERR_FORMAT, "%s: dataset %s cannot be read", h->what,
+                    name);
+    if (space >= 0)
+        H5Sclose(space);
+    H5Dclose(ds);
+    return s;
+}
+
+sr_status h5img_read_f32(struct h5img *h, const char *name, float *out,
+                         size_t count)
+{
+    return read_dataset(h, name, H5T_NATIVE_FLOAT, out, count);
+}
+
+sr_status h5img_read_u64(struct h5img *h, const char *name, uint64_t *out,
+                         size_t count)
+{
+    return read_dataset(h, name, H5T_NATIVE_UINT64, out, count);
+}
+
+static hid_t open_attr(struct h5img *h, const char *obj, const char *name)
+{
+    if (H5Aexists_by_name(h->file, obj, name, H5P_DEFAULT) <= 0)
+        return -1;
+    return H5Aopen_by_name(h->file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+sr_status h5img_get_attr_str(struct h5img *h, const char *obj,
+                             const char *name, char **out)
+{
+    *out = NULL;
+    hid_t a = open_attr(h, obj, name);
+    if (a < 0)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s is missing", h->what,
+                       name);
+    sr_status s = SR_OK;
+    hid_t type = H5Aget_type(a);
+    char *v = NULL;
+    if (type < 0 || H5Tget_class(type) != H5T_STRING ||
+        !H5Tis_variable_str(type) || H5Aread(a, type, &v) < 0 || !v) {
+        s = SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s is not a string",
+                    h->what, name);
+    } else {
+        *out = strdup(v);
+        if (!*out)
+            s = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+        H5free_memory(v);
+    }
+    if (type >= 0)
+        H5Tclose(type);
+    H5Aclose(a);
+    return s;
+}
+
+static sr_status read_attr(struct h5img *h, const char *obj, const char *name,
+                           hid_t mem_type, void *out, size_t n)
+{
+    hid_t a = open_attr(h, obj, name);
+    if (a < 0)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s is missing", h->what,
+                       name);
+    sr_status s = SR_OK;
+    hid_t space = H5Aget_space(a);
+    hssize_t pts = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    if (pts < 0 || (size_t)pts != n || H5Aread(a, mem_type, out) < 0)
+        s = SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s: expected %zu "
+                    "value(s)", h->what, name, n);
+    if (space >= 0)
+        H5Sclose(space);
+    H5Aclose(a);
+    return s;
+}
+
+sr_status h5img_attr_len(struct h5img *h, const char *obj, const char *name,
+                         size_t *n)
+{
+    hid_t a = open_attr(h, obj, name);
+    if (a < 0)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s is missing", h->what,
+                       name);
+    hid_t space = H5Aget_space(a);
+    hssize_t pts = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    if (space >= 0)
+        H5Sclose(space);
+    H5Aclose(a);
+    if (pts < 0)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: attribute %s is unreadable",
+                       h->what, name);
+    *n = (size_t)pts;
+    return SR_OK;
+}
+
+sr_status h5img_get_attr_i64(struct h5img *h, const char *obj,
+                             const char *name, int64_t *out, size_t n)
+{
+    return read_attr(h, obj, name, H5T_NATIVE_INT64, out, n);
+}
+
+sr_status h5img_get_attr_f64(struct h5img *h, const char *obj,
+                             const char *name, double *out)
+{
+    return read_attr(h, obj, name, H5T_NATIVE_DOUBLE, out, 1);
 }
 
 void h5img_free(struct h5img *h)

@@ -31,6 +31,26 @@ sr_status h5img_attr_i64(struct h5img *h, const char *obj, const char *name,
                          const int64_t *v, size_t n) SR_MUST_USE;
 sr_status h5img_attr_f64(struct h5img *h, const char *obj, const char *name,
                          double v) SR_MUST_USE;
+/* Open an image for reading. buf must stay valid until h5img_free. */
+sr_status h5img_open(struct h5img **out, const void *buf, size_t len,
+                     const char *what) SR_MUST_USE;
+/* Read a float32 dataset whose element count must be `count`. */
+sr_status h5img_read_f32(struct h5img *h, const char *name, float *out,
+                         size_t count) SR_MUST_USE;
+sr_status h5img_read_u64(struct h5img *h, const char *name, uint64_t *out,
+                         size_t count) SR_MUST_USE;
+/* Attributes; a string comes back malloc'd (caller frees). */
+sr_status h5img_get_attr_str(struct h5img *h, const char *obj,
+                             const char *name, char **out) SR_MUST_USE;
+/* Number of values an attribute holds. */
+sr_status h5img_attr_len(struct h5img *h, const char *obj, const char *name,
+                         size_t *n) SR_MUST_USE;
+sr_status h5img_get_attr_i64(struct h5img *h, const char *obj,
+                             const char *name, int64_t *out, size_t n)
+    SR_MUST_USE;
+sr_status h5img_get_attr_f64(struct h5img *h, const char *obj,
+                             const char *name, double *out) SR_MUST_USE;
+
 /* Close the file and append its image to out; frees h. */
 sr_status h5img_finish(struct h5img *h, struct sr_buf *out) SR_MUST_USE;
 void h5img_free(struct h5img *h);

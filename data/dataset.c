@@ -5,6 +5,7 @@
 #include "dataset.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,25 @@ sr_status dataset_shard_uri(const struct dataset *ds, uint32_t i, char *out,
                             size_t cap)
 {
     return storage_uri_join(out, cap, ds->root, ds->shards[i].name);
+}
+
+void dataset_digest(const struct dataset *ds, char out[65])
+{
+    unsigned char d[32];
+    unsigned int len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (uint32_t i = 0; ok && i < ds->nshards; i++) {
+        char line[192];
+        int n = snprintf(line, sizeof line, "%s\n%llu\n", ds->shards[i].name,
+                         (unsigned long long)ds->shards[i].nrec);
+        ok = EVP_DigestUpdate(ctx, line, (size_t)n);
+    }
+    if (!ok || !EVP_DigestFinal_ex(ctx, d, &len))
+        memset(d, 0, sizeof d);
+    EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 uint32_t dataset_find_shard(const struct dataset *ds, uint64_t gid)

@@ -39,6 +39,10 @@ sr_status dataset_open(struct dataset *ds, struct storage *st,
                        const char *uri) SR_MUST_USE;
 void dataset_close(struct dataset *ds);
 
+/* SHA-256 (hex) of the shard list: names and record counts in order. A
+ * checkpoint records it to refuse resuming on other data. */
+void dataset_digest(const struct dataset *ds, char out[65]);
+
 /* Full URI of shard i. */
 sr_status dataset_shard_uri(const struct dataset *ds, uint32_t i, char *out,
                             size_t cap) SR_MUST_USE;

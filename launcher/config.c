@@ -11,12 +11,13 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/util.h"
 
-enum opt_type { T_STR, T_URI, T_INT, T_U64, T_F64, T_LIST, T_CHOICE };
+enum opt_type { T_STR, T_URI, T_INT, T_U64, T_F64, T_LIST, T_CHOICE, T_BOOL };
 
 struct opt {
     const char *name;
@@ -86,6 +87,19 @@ static const struct opt opts[] = {
       "error|warn|info|debug", "log verbosity" },
     { "max-steps", T_INT, F(max_steps), "0", 0, BIG, NULL,
       "stop after this many steps in total (0 = run every epoch)" },
+    { "checkpoint", T_URI, F(checkpoint), "", 0, 0, NULL,
+      "where checkpoints go (one prefix per step); empty = none" },
+    { "checkpoint-every-steps", T_INT, F(checkpoint_every_steps), "0", 0,
+      BIG, NULL, "checkpoint every N steps (0 = off)" },
+    { "checkpoint-every-seconds", T_F64, F(checkpoint_every_s), "0", 0, 1e9,
+      NULL, "checkpoint when this many seconds passed since the last (0 = "
+      "off)" },
+    { "checkpoint-every-epoch", T_BOOL, F(checkpoint_every_epoch), "true", 0,
+      0, NULL, "checkpoint at the end of every epoch" },
+    { "keep-checkpoints", T_INT, F(keep_checkpoints), "3", 0, 1e9, NULL,
+      "committed checkpoints kept (0 = all)" },
+    { "no-resume", T_BOOL, F(no_resume), "false", 0, 0, NULL,
+      "start fresh even if the checkpoint location holds checkpoints" },
 };
 #define NOPTS ((int)(sizeof opts / sizeof opts[0]))
 
@@ -166,6 +180,20 @@ static sr_status set_list(int *dst, int *count, const char *v,
     return SR_OK;
 }
 
+/* 1, 0, or -1 when v is not a boolean */
+static int parse_bool(const char *v)
+{
+    static const char *const yes[] = { "true", "1", "yes", "on" };
+    static const char *const no[] = { "false", "0", "no", "off" };
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(v, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
 static sr_status set_value(struct train_config *cfg, const struct opt *o,
                            const char *v, const char *origin)
 {
@@ -220,6 +248,14 @@ static sr_status set_value(struct train_config *cfg, const struct opt *o,
     }
     case T_LIST:
         return set_list(cfg->hidden, &cfg->nhidden, v, o, origin);
+    case T_BOOL: {
+        int b = parse_bool(v);
+        if (b < 0)
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not true or false",
+                           origin, v);
+        memcpy(field, &b, sizeof b);
+        return SR_OK;
+    }
     }
     return SR_FAIL(SR_ERR_INTERNAL, "unknown option type");
 }
@@ -374,8 +410,17 @@ sr_status config_apply_flags(struct config_state *cs, int argc, char **argv)
                 i++;
             continue;
         }
+        const struct opt *o = find_opt(key);
+        if (!o)
+            return SR_FAIL(SR_ERR_USAGE, "unknown option --%s (see `spotrun "
+                           "train --help`)", key);
         if (eq) {
             value = eq + 1;
+        } else if (o->type == T_BOOL) {
+            /* --flag alone is true; --flag false (SageMaker style) too */
+            value = "true";
+            if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
+                value = argv[++i];
         } else {
             if (i + 1 >= argc)
                 return SR_FAIL(SR_ERR_USAGE, "--%s needs a value", key);
@@ -383,9 +428,6 @@ sr_status config_apply_flags(struct config_state *cs, int argc, char **argv)
         }
         char origin[80];
         snprintf(origin, sizeof origin, "--%s", key);
-        if (!find_opt(key))
-            return SR_FAIL(SR_ERR_USAGE, "unknown option --%s (see `spotrun "
-                           "train --help`)", key);
         SR_TRY(config_set(cs, key, value, SRC_FLAG, origin));
     }
     return SR_OK;
@@ -453,6 +495,7 @@ static void format_value(const struct train_config *cfg, const struct opt *o,
 {
     const char *field = (const char *)cfg + o->off;
     int64_t i;
+    int i32;
     uint64_t u;
     double d;
     switch (o->type) {
@@ -472,6 +515,10 @@ static void format_value(const struct train_config *cfg, const struct opt *o,
     case T_F64:
         memcpy(&d, field, sizeof d);
         snprintf(out, cap, "%g", d);
+        break;
+    case T_BOOL:
+        memcpy(&i32, field, sizeof i32);
+        snprintf(out, cap, "%s", i32 ? "true" : "false");
         break;
     case T_LIST: {
         size_t len = 0;
@@ -531,6 +578,12 @@ char *config_to_json(const struct config_state *cs)
             for (int k = 0; k < cs->cfg.nhidden; k++)
                 json_array_append_new(v, json_integer(cs->cfg.hidden[k]));
             break;
+        case T_BOOL: {
+            int b;
+            memcpy(&b, field, sizeof b);
+            v = json_boolean(b);
+            break;
+        }
         }
         json_object_set_new(root, o->name, v);
     }
@@ -549,7 +602,8 @@ void config_usage(FILE *f)
         snprintf(arg, sizeof arg, "--%s %s", opts[i].name,
                  opts[i].type == T_F64 ? "F" : opts[i].type == T_LIST ? "N,N"
                  : opts[i].type == T_CHOICE ? opts[i].choices
-                 : opts[i].type == T_URI ? "URI" : "N");
+                 : opts[i].type == T_URI ? "URI"
+                 : opts[i].type == T_BOOL ? "[true|false]" : "N");
         fprintf(f, "  %-34s %s", arg, opts[i].help);
         if (opts[i].def[0])
             fprintf(f, " [%s]", opts[i].def);

@@ -13,7 +13,36 @@
 
 #include "../common/util.h"
 
-sr_status metrics_open(struct metrics *m, struct storage *st, const char *uri)
+sr_status jsonl_load(struct sr_buf *out, struct storage *st, const char *uri,
+                     const char *key, int64_t max)
+{
+    struct sr_buf raw = { 0 };
+    sr_status s = storage_read_all(st, uri, &raw);
+    if (s == SR_ERR_NOT_FOUND) {
+        sr_clear_error();
+        return SR_OK;
+    }
+    const char *p = (const char *)raw.data;
+    const char *end = p + raw.len;
+    while (s == SR_OK && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        json_t *o = json_loadb(p, len, 0, NULL);
+        json_t *v = json_object_get(o, key);
+        if (json_is_integer(v) && json_integer_value(v) <= max) {
+            s = buf_append(out, p, len);
+            if (s == SR_OK)
+                s = buf_append(out, "\n", 1);
+        }
+        json_decref(o);
+        p += len + 1;
+    }
+    buf_free(&raw);
+    return s;
+}
+
+sr_status metrics_open(struct metrics *m, struct storage *st, const char *uri,
+                       int64_t keep_epochs)
 {
     memset(m, 0, sizeof *m);
     m->st = st;
@@ -21,14 +50,7 @@ sr_status metrics_open(struct metrics *m, struct storage *st, const char *uri)
         return SR_OK;
     if (str_copy(m->uri, sizeof m->uri, uri))
         return SR_FAIL(SR_ERR_USAGE, "--metrics-file is too long");
-    sr_status s = storage_read_all(st, uri, &m->jsonl);
-    if (s == SR_ERR_NOT_FOUND) {
-        sr_clear_error();
-        return SR_OK;
-    }
-    if (s == SR_OK && m->jsonl.len && m->jsonl.data[m->jsonl.len - 1] != '\n')
-        s = buf_append(&m->jsonl, "\n", 1);
-    return s;
+    return jsonl_load(&m->jsonl, st, uri, "epoch", keep_epochs);
 }
 
 void metrics_format_line(const struct epoch_metrics *e, char *buf, size_t cap)

@@ -34,9 +34,15 @@ struct metrics {
     struct sr_buf jsonl;    /* the whole metrics file */
 };
 
-/* uri may be empty (no file). An existing file is kept and appended to. */
+/* uri may be empty (no file). An existing file is kept and appended to,
+ * except records of epochs after keep_epochs (a run resumed from an older
+ * checkpoint reports those epochs again). */
 sr_status metrics_open(struct metrics *m, struct storage *st,
-                       const char *uri) SR_MUST_USE;
+                       const char *uri, int64_t keep_epochs) SR_MUST_USE;
+/* Append to out the lines of a JSON-lines object whose integer `key` is at
+ * most max; a missing object adds nothing. */
+sr_status jsonl_load(struct sr_buf *out, struct storage *st, const char *uri,
+                     const char *key, int64_t max) SR_MUST_USE;
 /* Print the line to out and append + rewrite the JSON lines file. */
 sr_status metrics_epoch(struct metrics *m, const struct epoch_metrics *e,
                         FILE *out) SR_MUST_USE;

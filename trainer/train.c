@@ -9,8 +9,6 @@
  * --check-sync-every compares a checksum across ranks to prove it.
  * Validation is split across ranks and the sums are reduced.
  */
-#include "train.h"
-
 #include <math.h>
 #include <openssl/evp.h>
 #include <sched.h>
@@ -22,43 +20,7 @@
 #include "../checkpoint/h5image.h"
 #include "../common/log.h"
 #include "../common/util.h"
-#include "../data/dataset.h"
-#include "../data/sampler.h"
-#include "backend.h"
-#include "batch.h"
-#include "metrics.h"
-
-struct split {                  /* one dataset held in memory */
-    struct dataset ds;
-    uint8_t *records;
-    struct batch_spec spec;
-};
-
-struct trainer {
-    const struct train_config *cfg;
-    const char *config_json;
-    struct comm *c;
-    struct storage *st;
-    struct split train, val;
-    int has_val;
-    struct mlp m;
-    const struct backend_ops *ops;
-    struct backend *be;
-    struct optim_params op;
-    struct lr_schedule sched;
-    struct sampler sampler;
-    int local_batch;
-    int64_t steps_per_epoch;
-    int64_t total_steps;
-    float *x;                   /* decoded batch */
-    int32_t *y;
-    const uint8_t **recs;
-    uint64_t *ids;
-    float *host_params;
-    struct metrics metrics;
-    struct sr_buf step_log;
-    struct progress progress;
-};
+#include "trainer.h"
 
 /* Math threads: a process bound to fewer cores than the host has uses
  * exactly those; an unbound one shares the host with its local peers. */
@@ -204,12 +166,9 @@ static sr_status setup(struct trainer *t)
     free(counts);
     SR_TRY(s);
 
-    if (t->c->rank == 0) {
-        SR_TRY(metrics_open(&t->metrics, t->st, cfg->metrics_file));
-        progress_init(&t->progress, cfg->progress, cfg->progress_every_s);
-    } else {
-        progress_init(&t->progress, "off", 1);
-    }
+    dataset_digest(&t->train.ds, t->dataset_id);
+    progress_init(&t->progress, t->c->rank == 0 ? cfg->progress : "off",
+                  cfg->progress_every_s);
     char dims[128];
     size_t dl = 0;
     for (int l = 0; l <= t->m.nlayers && dl + 12 < sizeof dims; l++)
@@ -221,38 +180,6 @@ static sr_status setup(struct trainer *t)
              t->ops->name, t->c->size, bo.threads,
              (long long)cfg->batch_size, t->local_batch,
              (long long)t->steps_per_epoch);
-    return SR_OK;
-}
-
-static sr_status train_step(struct trainer *t, int64_t epoch_step,
-                            int64_t gstep, double *loss, double *wait)
-{
-    const struct split *sp = &t->train;
-    size_t rb = sp->ds.schema.record_bytes;
-    uint64_t pos0 = sampler_slice_start((uint64_t)epoch_step,
-                                        (uint64_t)t->cfg->batch_size,
-                                        t->c->rank, t->c->size);
-    double t0 = now_s();
-    for (int i = 0; i < t->local_batch; i++) {
-        uint64_t id = sampler_at(&t->sampler, pos0 + (uint64_t)i);
-        t->ids[i] = id;
-        t->recs[i] = sp->records + id * rb;
-    }
-    SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, t->local_batch, t->x, t->y,
-                      t->cfg->data));
-    *wait += now_s() - t0;
-    SR_TRY(t->ops->train_step(t->be, t->x, t->y, t->local_batch,
-                              1.0f / (float)t->cfg->batch_size));
-    size_t len;
-    float *g = t->ops->grads(t->be, &len);
-    SR_TRY(t->c->grad_allreduce(t->c, g, len));
-    *loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
-    double lr = lr_at(&t->sched, (uint64_t)gstep);
-    SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
-                                  (uint64_t)gstep + 1));
-    if (t->c->rank == 0 && t->cfg->step_metrics_file[0])
-        SR_TRY(buf_printf(&t->step_log, "{\"step\":%lld,\"loss\":%.9g,"
-                          "\"lr\":%.9g}\n", (long long)gstep + 1, *loss, lr));
     return SR_OK;
 }
 
@@ -336,67 +263,122 @@ static sr_status save_model(struct trainer *t, int64_t step, int64_t epoch)
     return s;
 }
 
+/* One optimizer step at the cursor; advances it. */
+static sr_status train_step(struct trainer *t)
+{
+    const struct split *sp = &t->train;
+    struct cursor *cur = &t->cur;
+    size_t rb = sp->ds.schema.record_bytes;
+    uint64_t pos0 = (uint64_t)cur->position + (uint64_t)t->c->rank *
+                    (uint64_t)t->local_batch;
+    double t0 = now_s();
+    for (int i = 0; i < t->local_batch; i++) {
+        uint64_t id = sampler_at(&t->sampler, pos0 + (uint64_t)i);
+        t->ids[i] = id;
+        t->recs[i] = sp->records + id * rb;
+    }
+    SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, t->local_batch, t->x, t->y,
+                      t->cfg->data));
+    cur->wait_s += now_s() - t0;
+    SR_TRY(t->ops->train_step(t->be, t->x, t->y, t->local_batch,
+                              1.0f / (float)t->cfg->batch_size));
+    size_t len;
+    float *g = t->ops->grads(t->be, &len);
+    SR_TRY(t->c->grad_allreduce(t->c, g, len));
+    double loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
+    double lr = lr_at(&t->sched, (uint64_t)cur->step);
+    SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
+                                  (uint64_t)cur->step + 1));
+    cur->step++;
+    cur->steps++;
+    cur->loss_sum += loss;
+    cur->position += t->cfg->batch_size;
+    if (t->c->rank == 0 && t->cfg->step_metrics_file[0])
+        SR_TRY(buf_printf(&t->step_log, "{\"step\":%lld,\"loss\":%.9g,"
+                          "\"lr\":%.9g}\n", (long long)cur->step, loss, lr));
+    return SR_OK;
+}
+
+/* Finish the epoch at the cursor: validation, the metrics line, and the
+ * cursor moved to the next epoch's start. The loss covers the whole epoch;
+ * the speed only the steps after the first `resumed` (which an earlier run
+ * did). */
+static sr_status end_epoch(struct trainer *t, double epoch_start,
+                           int64_t resumed)
+{
+    const struct train_config *cfg = t->cfg;
+    struct cursor *cur = &t->cur;
+    double train_s = now_s() - epoch_start;
+    progress_end(&t->progress);
+    struct epoch_metrics em = {
+        .epoch = cur->epoch + 1,
+        .step = cur->step,
+        .train_loss = cur->loss_sum / (double)cur->steps,
+        .samples_per_sec = (double)(cur->steps - resumed) *
+                           (double)cfg->batch_size / train_s,
+    };
+    double waits[1] = { cur->wait_s };
+    SR_TRY(comm_max_f64(t->c, waits, 1));
+    em.data_wait_s = waits[0];
+    if (t->has_val) {
+        SR_TRY(validate(t, &em.val_loss, &em.val_accuracy));
+        em.has_val = 1;
+    }
+    em.epoch_s = now_s() - epoch_start;
+    if (t->c->rank == 0) {
+        SR_TRY(metrics_epoch(&t->metrics, &em, stdout));
+        if (cfg->step_metrics_file[0])
+            SR_TRY(storage_put(t->st, cfg->step_metrics_file,
+                               t->step_log.data, t->step_log.len, 0));
+    }
+    *cur = (struct cursor){ .step = cur->step, .epoch = cur->epoch + 1 };
+    return SR_OK;
+}
+
 static sr_status run_epochs(struct trainer *t)
 {
     const struct train_config *cfg = t->cfg;
-    int64_t gstep = 0;
-    for (int64_t epoch = 0; epoch < cfg->epochs && gstep < t->total_steps;
-         epoch++) {
-        sampler_set_epoch(&t->sampler, (uint64_t)epoch);
-        double e0 = now_s(), wait = 0, loss_sum = 0;
-        int64_t done = 0;
-        for (int64_t s = 0; s < t->steps_per_epoch && gstep < t->total_steps;
-             s++) {
-            double loss;
-            SR_TRY(train_step(t, s, gstep, &loss, &wait));
-            gstep++;
-            done++;
-            loss_sum += loss;
-            if (cfg->check_sync_every > 0 && gstep % cfg->check_sync_every
-                == 0)
-                SR_TRY(check_sync(t, gstep));
+    struct cursor *cur = &t->cur;
+    while (cur->epoch < cfg->epochs && cur->step < t->total_steps) {
+        sampler_set_epoch(&t->sampler, (uint64_t)cur->epoch);
+        /* steps already done this epoch (resumed mid-epoch) do not count
+         * towards its speed */
+        int64_t done0 = cur->steps;
+        double e0 = now_s();
+        while (cur->position / cfg->batch_size < t->steps_per_epoch &&
+               cur->step < t->total_steps) {
+            SR_TRY(train_step(t));
+            if (cfg->check_sync_every > 0 &&
+                cur->step % cfg->check_sync_every == 0)
+                SR_TRY(check_sync(t, cur->step));
             double el = now_s() - e0;
-            progress_update(&t->progress, epoch + 1, cfg->epochs, s + 1,
-                            t->steps_per_epoch, loss_sum / (double)done,
-                            el > 0 ? (double)done * (double)cfg->batch_size
-                            / el : 0);
+            progress_update(&t->progress, cur->epoch + 1, cfg->epochs,
+                            cur->position / cfg->batch_size,
+                            t->steps_per_epoch,
+                            cur->loss_sum / (double)cur->steps,
+                            el > 0 ? (double)(cur->steps - done0) *
+                            (double)cfg->batch_size / el : 0);
+            if (cur->position / cfg->batch_size < t->steps_per_epoch)
+                SR_TRY(trainer_ckpt_maybe(t, 0));
         }
-        double train_s = now_s() - e0;
-        progress_end(&t->progress);
-        struct epoch_metrics em = {
-            .epoch = epoch + 1,
-            .step = gstep,
-            .train_loss = loss_sum / (double)done,
-            .samples_per_sec = (double)done * (double)cfg->batch_size /
-                               train_s,
-        };
-        double waits[1] = { wait };
-        SR_TRY(comm_max_f64(t->c, waits, 1));
-        em.data_wait_s = waits[0];
-        if (t->has_val) {
-            SR_TRY(validate(t, &em.val_loss, &em.val_accuracy));
-            em.has_val = 1;
-        }
-        em.epoch_s = now_s() - e0;
-        if (t->c->rank == 0) {
-            SR_TRY(metrics_epoch(&t->metrics, &em, stdout));
-            if (cfg->step_metrics_file[0])
-                SR_TRY(storage_put(t->st, cfg->step_metrics_file,
-                                   t->step_log.data, t->step_log.len, 0));
-        }
+        if (cur->position / cfg->batch_size < t->steps_per_epoch)
+            break;      /* --max-steps ended it mid-epoch */
+        SR_TRY(end_epoch(t, e0, done0));
+        SR_TRY(trainer_ckpt_maybe(t, cfg->checkpoint_every_epoch));
     }
-    SR_TRY(check_sync(t, gstep));
+    SR_TRY(check_sync(t, cur->step));
+    SR_TRY(trainer_ckpt_now(t));
     unsigned char d[32];
     SR_TRY(params_digest(t, d));
     if (t->c->rank == 0) {
         char hex[65];
         for (int i = 0; i < 32; i++)
             snprintf(hex + 2 * i, 3, "%02x", d[i]);
-        printf("done steps=%lld params_sha256=%s\n", (long long)gstep, hex);
+        printf("done steps=%lld params_sha256=%s\n", (long long)cur->step,
+               hex);
         fflush(stdout);
         if (cfg->model_dir[0])
-            SR_TRY(save_model(t, gstep, (gstep + t->steps_per_epoch - 1) /
-                              t->steps_per_epoch));
+            SR_TRY(save_model(t, cur->step, cur->epoch));
     }
     return SR_OK;
 }
@@ -415,9 +397,29 @@ static void teardown(struct trainer *t)
     free(t->recs);
     free(t->ids);
     free(t->host_params);
+    trainer_ckpt_teardown(t);
     metrics_close(&t->metrics);
     buf_free(&t->step_log);
     storage_close(t->st);
+}
+
+size_t trainer_opt_state_len(const struct trainer *t)
+{
+    return t->m.nparams * (size_t)optim_state_per_param(t->op.kind);
+}
+
+/* Rank 0's metrics and step files, keeping only what precedes the cursor
+ * (a run resumed from an older checkpoint reports later epochs again). */
+static sr_status open_outputs(struct trainer *t)
+{
+    if (t->c->rank != 0)
+        return SR_OK;
+    SR_TRY(metrics_open(&t->metrics, t->st, t->cfg->metrics_file,
+                        t->cur.epoch));
+    if (t->cfg->step_metrics_file[0])
+        SR_TRY(jsonl_load(&t->step_log, t->st, t->cfg->step_metrics_file,
+                          "step", t->cur.step));
+    return SR_OK;
 }
 
 sr_status train_run(const struct train_config *cfg, const char *config_json,
@@ -430,7 +432,18 @@ sr_status train_run(const struct train_config *cfg, const char *config_json,
     t.c = c;
     sr_status s = agree(&t, setup(&t));
     if (s == SR_OK)
+        s = agree(&t, trainer_ckpt_setup(&t));
+    if (s == SR_OK)
+        s = agree(&t, open_outputs(&t));
+    if (s == SR_OK) {
         s = run_epochs(&t);
+        /* a failure on one rank mid-run would leave the others waiting in
+         * the next collective: end the job */
+        if (s != SR_OK && c->size > 1) {
+            log_status(s);
+            MPI_Abort(c->world, sr_exit_code(s));
+        }
+    }
     teardown(&t);
     return s;
 }

@@ -42,6 +42,12 @@ struct train_config {
     double progress_every_s;
     char log_level[8];
     int64_t max_steps;          /* stop after this many steps (0 = all) */
+    char checkpoint[STORAGE_URI_MAX];
+    int64_t checkpoint_every_steps;     /* 0 = off */
+    double checkpoint_every_s;          /* 0 = off */
+    int checkpoint_every_epoch;
+    int64_t keep_checkpoints;           /* 0 = keep all */
+    int no_resume;
 };
 
 /* Run the whole job on this rank. config_json is the effective

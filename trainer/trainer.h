@@ -1,0 +1,79 @@
+/*
+ * trainer.h: the training job's state, shared by the loop (train.c) and
+ * its checkpoint glue (train_ckpt.c). Private to trainer/.
+ */
+#ifndef SPOTRUN_TRAINER_H
+#define SPOTRUN_TRAINER_H
+
+#include "../checkpoint/writer.h"
+#include "../data/dataset.h"
+#include "../data/sampler.h"
+#include "backend.h"
+#include "batch.h"
+#include "metrics.h"
+#include "train.h"
+
+struct split {                  /* one dataset held in memory */
+    struct dataset ds;
+    uint8_t *records;
+    struct batch_spec spec;
+};
+
+/* Where training stands: what a checkpoint records and a resume restores.
+ * After a completed epoch the cursor points at the next epoch's start. */
+struct cursor {
+    int64_t step;               /* optimizer steps done */
+    int64_t epoch;              /* epoch in progress, 0-based */
+    int64_t position;           /* records of the epoch consumed globally */
+    double loss_sum;            /* the epoch's running sums */
+    int64_t steps;
+    double wait_s;
+};
+
+struct trainer {
+    const struct train_config *cfg;
+    const char *config_json;
+    struct comm *c;
+    struct storage *st;
+    struct split train, val;
+    int has_val;
+    char dataset_id[65];
+    struct mlp m;
+    const struct backend_ops *ops;
+    struct backend *be;
+    struct optim_params op;
+    struct lr_schedule sched;
+    struct sampler sampler;
+    int local_batch;
+    int64_t steps_per_epoch;
+    int64_t total_steps;
+    struct cursor cur;
+    float *x;                   /* decoded batch */
+    int32_t *y;
+    const uint8_t **recs;
+    uint64_t *ids;
+    float *host_params;
+    struct metrics metrics;
+    struct sr_buf step_log;
+    struct progress progress;
+    /* checkpoints (rank 0 writes; every rank resumes) */
+    struct ckpt_writer *ckw;
+    double last_ckpt;           /* when the last one was taken */
+    int ckpt_pending;           /* one is due but another is in flight */
+    double stall_s;             /* time the loop spent snapshotting */
+};
+
+size_t trainer_opt_state_len(const struct trainer *t);
+
+/* Start the writer (rank 0) and resume from the newest usable checkpoint
+ * under --checkpoint unless --no-resume. Collective. */
+sr_status trainer_ckpt_setup(struct trainer *t) SR_MUST_USE;
+/* Called after every step (and at epoch ends with force): take a
+ * checkpoint in the background when one is due. Rank 0 only acts. */
+sr_status trainer_ckpt_maybe(struct trainer *t, int force) SR_MUST_USE;
+/* Take a checkpoint of the current cursor now and wait for it to commit
+ * (the final and the emergency checkpoint). Rank 0 only acts. */
+sr_status trainer_ckpt_now(struct trainer *t) SR_MUST_USE;
+void trainer_ckpt_teardown(struct trainer *t);
+
+#endif
