@@ -2,7 +2,9 @@
  * storage_file.c: the file:// backend. A write goes to a hidden temp file
  * in the target directory; commit does fsync, then rename (or link, for
  * create-if-absent, which fails atomically when the name exists), then an
- * fsync of the directory so the new name survives a crash.
+ * fsync of the directory so the new name survives a crash. Directories are
+ * made as writes need them and removed when a delete empties them, so a
+ * prefix behaves as on S3.
  */
 #include "storage.h"
 
@@ -189,6 +191,15 @@ static sr_status file_del(struct storage *st, const struct storage_uri *u)
     (void)st;
     if (unlink(u->path) != 0 && errno != ENOENT)
         return ERRNO_FAIL("unlink", u->path);
+    /* like a key prefix on S3, a directory goes with its last object */
+    char dir[STORAGE_URI_MAX];
+    if (str_copy(dir, sizeof dir, u->path) == 0) {
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = '\0';
+            rmdir(dir);     /* fails, harmlessly, unless empty */
+        }
+    }
     return SR_OK;
 }
 
