@@ -1,0 +1,864 @@
+'use strict';
+/*
+ * server.js: the loopback S3 server that spotrun's tests and demos talk to.
+ * It runs s3rver (a real S3-compatible server process that stores objects in a
+ * directory) and puts one Koa middleware in front of s3rver's own, which makes
+ * it behave like S3 where s3rver does not: SigV4 verification of header- and
+ * query-signed requests (and of x-amz-content-sha256 against the body),
+ * conditional writes (If-None-Match: *, If-Match) on PutObject and
+ * CompleteMultipartUpload, AbortMultipartUpload, part size and ETag checks,
+ * multipart ETags of the form "md5-of-part-md5s-N", suffix byte ranges, and
+ * seeded fault injection steered at run time through /__spotrun/.
+ * See README.md in this folder for the command line and the control endpoint.
+ */
+
+const crypto = require('crypto');
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const { PassThrough } = require('stream');
+const S3rver = require('s3rver');
+const AWSAccount = require('s3rver/lib/models/account');
+
+const FAULT_KINDS = ['slowdown', '500', 'reset', 'slow'];
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+const MAX_PART_NUMBER = 10000;
+const MAX_CLOCK_SKEW_MS = 15 * 60 * 1000;
+const MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600;
+const CONTROL_PREFIX = '/__spotrun/';
+
+const USAGE = `usage: node --openssl-legacy-provider server.js --dir DIR [options]
+  --dir DIR            where objects are stored (created if missing)
+  --host ADDR          address to listen on (default 127.0.0.1)
+  --port N             port, 0 picks a free one (default 0)
+  --bucket NAME        create this bucket at start (repeatable)
+  --port-file PATH     write the port number here once ready
+  --access-key ID      accepted access key (repeatable, paired in order
+  --secret-key KEY       with --secret-key; default spotrun-test /
+                         spotrun-test-secret)
+  --region NAME        region requests must be signed for (default us-east-1)
+  --fault-rate R       probability 0..1 that a request gets a fault (default 0)
+  --faults LIST        comma list of ${FAULT_KINDS.join(', ')} (default all)
+  --slow-ms N          delay of a "slow" fault in ms (default 2000)
+  --seed N             seed of the fault sequence (default 1)
+  --verbose            log each request and its status to stderr
+`;
+
+class UsageError extends Error {}
+
+/* An error that becomes an S3 XML error response. */
+class S3Fail extends Error {
+  constructor(status, code, message, detail = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+
+function parseNumber(flag, text, { min, max, integer }) {
+  const value = Number(text);
+  if (text === '' || !Number.isFinite(value) || value < min || value > max ||
+      (integer && !Number.isInteger(value))) {
+    const kind = integer ? 'an integer' : 'a number';
+    throw new UsageError(`${flag} must be ${kind} in ${min}..${max}, got "${text}"`);
+  }
+  return value;
+}
+
+function parseFaultList(flag, list) {
+  for (const kind of list) {
+    if (!FAULT_KINDS.includes(kind)) {
+      throw new UsageError(`${flag}: unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`);
+    }
+  }
+  return list;
+}
+
+function parseArgs(argv) {
+  const opts = {
+    dir: null,
+    host: '127.0.0.1',
+    port: 0,
+    buckets: [],
+    portFile: null,
+    accessKeys: [],
+    secretKeys: [],
+    region: 'us-east-1',
+    faultRate: 0,
+    faults: [...FAULT_KINDS],
+    slowMs: 2000,
+    seed: 1,
+    verbose: false,
+    help: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let flag = argv[i];
+    let inline;
+    const eq = flag.indexOf('=');
+    if (flag.startsWith('--') && eq > 0) {
+      inline = flag.slice(eq + 1);
+      flag = flag.slice(0, eq);
+    }
+    const value = () => {
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
+      return argv[++i];
+    };
+    switch (flag) {
+      case '--dir': opts.dir = value(); break;
+      case '--host': opts.host = value(); break;
+      case '--port': opts.port = parseNumber(flag, value(), { min: 0, max: 65535, integer: true }); break;
+      case '--bucket': opts.buckets.push(value()); break;
+      case '--port-file': opts.portFile = value(); break;
+      case '--access-key': opts.accessKeys.push(value()); break;
+      case '--secret-key': opts.secretKeys.push(value()); break;
+      case '--region': opts.region = value(); break;
+      case '--fault-rate': opts.faultRate = parseNumber(flag, value(), { min: 0, max: 1 }); break;
+      case '--faults': opts.faults = parseFaultList(flag, value().split(',').map(s => s.trim()).filter(Boolean)); break;
+      case '--slow-ms': opts.slowMs = parseNumber(flag, value(), { min: 0, max: 600000, integer: true }); break;
+      case '--seed': opts.seed = parseNumber(flag, value(), { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true }); break;
+      case '--verbose': opts.verbose = true; break;
+      case '--help': opts.help = true; break;
+      default: throw new UsageError(`unknown argument "${argv[i]}"`);
+    }
+  }
+  if (opts.help) return opts;
+  if (!opts.dir) throw new UsageError('--dir is required');
+  if (opts.accessKeys.length !== opts.secretKeys.length) {
+    throw new UsageError('give one --secret-key for each --access-key');
+  }
+  if (opts.accessKeys.length === 0) {
+    opts.accessKeys.push('spotrun-test');
+    opts.secretKeys.push('spotrun-test-secret');
+  }
+  if (opts.faultRate > 0 && opts.faults.length === 0) {
+    throw new UsageError('--fault-rate above 0 needs at least one kind in --faults');
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------------------
+// Fault injection. The n-th draw after (re)seeding is derived from
+// SHA-256(seed:n), so a given seed yields the same fault sequence every run.
+
+class Faults {
+  constructor({ rate, faults, slowMs, seed }) {
+    this.rate = rate;
+    this.kinds = faults;
+    this.slowMs = slowMs;
+    this.reseed(seed);
+  }
+
+  reseed(seed) {
+    this.seed = seed;
+    this.draws = 0;
+  }
+
+  uniform() {
+    const digest = crypto.createHash('sha256').update(`${this.seed}:${this.draws++}`).digest();
+    return digest.readUIntBE(0, 6) / 2 ** 48;
+  }
+
+  /* The fault kind for the next request, or null. */
+  next() {
+    if (this.rate <= 0 || this.uniform() >= this.rate) return null;
+    return this.kinds[Math.floor(this.uniform() * this.kinds.length)];
+  }
+
+  settings() {
+    return { rate: this.rate, faults: this.kinds, slow_ms: this.slowMs, seed: this.seed };
+  }
+
+  /* Applies a PUT /__spotrun/faults body; throws S3Fail on bad input. */
+  update(body) {
+    const bad = message => new S3Fail(400, 'InvalidArgument', message);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw bad('body must be a JSON object');
+    }
+    for (const name of Object.keys(body)) {
+      if (!['rate', 'faults', 'slow_ms', 'seed'].includes(name)) throw bad(`unknown field "${name}"`);
+    }
+    const { rate = this.rate, faults = this.kinds, slow_ms: slowMs = this.slowMs } = body;
+    if (typeof rate !== 'number' || !(rate >= 0 && rate <= 1)) throw bad('rate must be a number in 0..1');
+    if (!Array.isArray(faults) || faults.some(kind => !FAULT_KINDS.includes(kind))) {
+      throw bad(`faults must be a list of ${FAULT_KINDS.join(', ')}`);
+    }
+    if (rate > 0 && faults.length === 0) throw bad('a rate above 0 needs at least one fault kind');
+    if (!Number.isInteger(slowMs) || slowMs < 0) throw bad('slow_ms must be a non-negative integer');
+    if ('seed' in body && !Number.isSafeInteger(body.seed)) throw bad('seed must be an integer');
+    this.rate = rate;
+    this.kinds = [...faults];
+    this.slowMs = slowMs;
+    if ('seed' in body) this.reseed(body.seed);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SigV4 (s3-api.md §2)
+
+const sha256Hex = data => crypto.createHash('sha256').update(data).digest('hex');
+const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
+
+/* Percent-decodes %XX escapes into bytes; every other character is kept. */
+function percentDecode(text) {
+  const bytes = [];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '%' && /^[0-9A-Fa-f]{2}$/.test(text.slice(i + 1, i + 3))) {
+      bytes.push(parseInt(text.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(...Buffer.from(text[i], 'utf8'));
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/* URI-encodes bytes: A-Za-z0-9 and -_.~ stay, everything else is %XX. */
+function uriEncode(bytes) {
+  let out = '';
+  for (const b of bytes) {
+    const ch = String.fromCharCode(b);
+    out += /[A-Za-z0-9\-_.~]/.test(ch) ? ch : '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+/* The canonical query string of a raw query, leaving out the parameter named skip. */
+function canonicalQuery(rawQuery, skip) {
+  const pairs = [];
+  for (const item of rawQuery.split('&')) {
+    if (item === '') continue;
+    const eq = item.indexOf('=');
+    const name = uriEncode(percentDecode(eq < 0 ? item : item.slice(0, eq)));
+    const value = eq < 0 ? '' : uriEncode(percentDecode(item.slice(eq + 1)));
+    if (name !== skip) pairs.push([name, value]);
+  }
+  const order = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+  pairs.sort((a, b) => order(a[0], b[0]) || order(a[1], b[1]));
+  return pairs.map(([name, value]) => `${name}=${value}`).join('&');
+}
+
+/* Header values by lowercase name, from the raw headers as they came in. */
+function rawHeaderMap(rawHeaders) {
+  const map = new Map();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i].toLowerCase();
+    if (!map.has(name)) map.set(name, []);
+    map.get(name).push(rawHeaders[i + 1].trim().replace(/\s+/g, ' '));
+  }
+  return map;
+}
+
+function signingKey(secret, date, region) {
+  return hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), 's3'), 'aws4_request');
+}
+
+const malformed = message => new S3Fail(400, 'AuthorizationHeaderMalformed', message);
+
+/* Splits "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..." into its fields. */
+function parseAuthorizationHeader(header) {
+  if (/^AWS /.test(header)) {
+    throw new S3Fail(400, 'InvalidRequest',
+      'The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.');
+  }
+  const match = /^AWS4-HMAC-SHA256\s+(.*)$/.exec(header);
+  if (!match) throw new S3Fail(400, 'InvalidArgument', 'Unsupported Authorization Type');
+  const fields = new Map();
+  for (const part of match[1].split(',')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+  }
+  for (const name of ['Credential', 'SignedHeaders', 'Signature']) {
+    if (!fields.get(name)) {
+      throw malformed(`The authorization header is malformed; missing ${name}.`);
+    }
+  }
+  return {
+    credential: fields.get('Credential'),
+    signedHeaders: fields.get('SignedHeaders'),
+    signature: fields.get('Signature'),
+  };
+}
+
+/*
+ * Checks one SigV4 signature. `auth` holds what the request claims: credential
+ * (AKID/date/region/service/aws4_request), signedHeaders, signature, amzDate,
+ * payloadHash, and for query signing the expiry in seconds.
+ */
+function verifySignature(ctx, cfg, auth) {
+  const scope = auth.credential.split('/');
+  if (scope.length !== 5) {
+    throw malformed('The authorization header is malformed; the Credential is mal-formed; ' +
+      'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".');
+  }
+  const [accessKey, date, region, service, terminal] = scope;
+  const secret = cfg.credentials.get(accessKey);
+  if (secret === undefined) {
+    throw new S3Fail(403, 'InvalidAccessKeyId',
+      'The AWS Access Key Id you provided does not exist in our records.', { AWSAccessKeyId: accessKey });
+  }
+
+  if (!/^\d{8}T\d{6}Z$/.test(auth.amzDate || '')) {
+    throw new S3Fail(403, 'AccessDenied', 'AWS authentication requires a valid Date or x-amz-date header');
+  }
+  const a = auth.amzDate;
+  const requestTime = Date.UTC(+a.slice(0, 4), +a.slice(4, 6) - 1, +a.slice(6, 8),
+    +a.slice(9, 11), +a.slice(11, 13), +a.slice(13, 15));
+  const now = Date.now();
+  if (auth.expiresS === undefined) {
+    if (Math.abs(now - requestTime) > MAX_CLOCK_SKEW_MS) {
+      throw new S3Fail(403, 'RequestTimeTooSkewed',
+        'The difference between the request time and the current time is too large.',
+        { RequestTime: a, ServerTime: new Date(now).toISOString(), MaxAllowedSkewMilliseconds: MAX_CLOCK_SKEW_MS });
+    }
+  } else {
+    if (requestTime - now > MAX_CLOCK_SKEW_MS) {
+      throw new S3Fail(403, 'AccessDenied', 'Request is not yet valid');
+    }
+    if (now > requestTime + auth.expiresS * 1000) {
+      throw new S3Fail(403, 'AccessDenied', 'Request has expired',
+        { Expires: new Date(requestTime + auth.expiresS * 1000).toISOString(), ServerTime: new Date(now).toISOString() });
+    }
+  }
+
+  if (date !== a.slice(0, 8)) {
+    throw malformed('Invalid credential date. Date is not the same as X-Amz-Date.');
+  }
+  if (region !== cfg.region) {
+    throw new S3Fail(400, 'AuthorizationHeaderMalformed',
+      `The authorization header is malformed; the region '${region}' is wrong; expecting '${cfg.region}'`,
+      { Region: cfg.region });
+  }
+  if (service !== 's3' || terminal !== 'aws4_request') {
+    throw malformed(`The authorization header is malformed; incorrect service "${service}" or ` +
+      `terminator "${terminal}". This endpoint belongs to "s3".`);
+  }
+
+  const signed = auth.signedHeaders.split(';');
+  if (!signed.includes('host')) {
+    throw new S3Fail(403, 'AccessDenied', 'The host header must be signed');
+  }
+  const headers = rawHeaderMap(ctx.req.rawHeaders);
+  const unsigned = [...headers.keys()].filter(name => name.startsWith('x-amz-') && !signed.includes(name));
+  if (unsigned.length) {
+    throw new S3Fail(403, 'AccessDenied', 'There were headers present in the request which were not signed',
+      { HeadersNotSigned: unsigned.join(', ') });
+  }
+
+  const url = ctx.req.url;
+  const q = url.indexOf('?');
+  const canonicalRequest = [
+    ctx.req.method,
+    q < 0 ? url : url.slice(0, q),
+    canonicalQuery(q < 0 ? '' : url.slice(q + 1), auth.expiresS === undefined ? null : 'X-Amz-Signature'),
+    signed.map(name => `${name}:${(headers.get(name) || []).join(',')}\n`).join(''),
+    auth.signedHeaders,
+    auth.payloadHash,
+  ].join('\n');
+  const stringToSign = ['AWS4-HMAC-SHA256', a, `${date}/${region}/s3/aws4_request`, sha256Hex(canonicalRequest)].join('\n');
+  const expected = crypto.createHmac('sha256', signingKey(secret, date, region)).update(stringToSign).digest('hex');
+  const given = Buffer.from(auth.signature.toLowerCase());
+  if (given.length !== expected.length || !crypto.timingSafeEqual(given, Buffer.from(expected))) {
+    throw new S3Fail(403, 'SignatureDoesNotMatch',
+      'The request signature we calculated does not match the signature you provided. ' +
+      'Check your key and signing method.', { AWSAccessKeyId: accessKey });
+  }
+}
+
+/*
+ * Authenticates a request signed in the Authorization header or in the query
+ * string. Returns the payload hash the body must match (a hex SHA-256), or
+ * null when the payload is unsigned.
+ */
+function authenticate(ctx, cfg) {
+  const headers = ctx.req.headers;
+  const query = ctx.query;
+  if (headers.authorization) {
+    const auth = parseAuthorizationHeader(headers.authorization);
+    const payloadHash = headers['x-amz-content-sha256'];
+    if (payloadHash === undefined) {
+      throw new S3Fail(400, 'InvalidRequest', 'Missing required header for this request: x-amz-content-sha256');
+    }
+    if (/^STREAMING-/.test(payloadHash)) {
+      throw new S3Fail(501, 'NotImplemented', `x-amz-content-sha256 ${payloadHash} is not supported by this server`);
+    }
+    if (payloadHash !== 'UNSIGNED-PAYLOAD' && !/^[0-9a-fA-F]{64}$/.test(payloadHash)) {
+      throw new S3Fail(400, 'InvalidArgument',
+        'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.',
+        { ArgumentName: 'x-amz-content-sha256', ArgumentValue: payloadHash });
+    }
+    verifySignature(ctx, cfg, { ...auth, amzDate: headers['x-amz-date'], payloadHash });
+    return payloadHash === 'UNSIGNED-PAYLOAD' ? null : payloadHash.toLowerCase();
+  }
+  if ('X-Amz-Algorithm' in query) {
+    const needed = ['X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires', 'X-Amz-SignedHeaders', 'X-Amz-Signature'];
+    if (query['X-Amz-Algorithm'] !== 'AWS4-HMAC-SHA256' || needed.some(name => typeof query[name] !== 'string')) {
+      throw new S3Fail(400, 'AuthorizationQueryParametersError',
+        `Query-string authentication version 4 requires X-Amz-Algorithm=AWS4-HMAC-SHA256 and ${needed.join(', ')}.`);
+    }
+    const expiresS = Number(query['X-Amz-Expires']);
+    if (!Number.isInteger(expiresS) || expiresS < 1 || expiresS > MAX_PRESIGN_EXPIRES_S) {
+      throw new S3Fail(400, 'AuthorizationQueryParametersError',
+        `X-Amz-Expires must be an integer in 1..${MAX_PRESIGN_EXPIRES_S}`);
+    }
+    verifySignature(ctx, cfg, {
+      credential: query['X-Amz-Credential'],
+      signedHeaders: query['X-Amz-SignedHeaders'],
+      signature: query['X-Amz-Signature'],
+      amzDate: query['X-Amz-Date'],
+      payloadHash: headers['x-amz-content-sha256'] || 'UNSIGNED-PAYLOAD',
+      expiresS,
+    });
+    return null;
+  }
+  throw new S3Fail(403, 'AccessDenied', 'Access Denied');
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', chunk => chunks.push(chunk));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+    req.on('close', () => {
+      if (!req.complete) reject(new S3Fail(400, 'IncompleteBody', 'The request body ended early'));
+    });
+  });
+}
+
+/* Hands s3rver a fresh stream holding a body this middleware has already read. */
+function replayBody(ctx, body) {
+  const original = ctx.req;
+  const replay = new PassThrough();
+  for (const name of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion',
+    'httpVersionMajor', 'httpVersionMinor', 'socket']) {
+    replay[name] = original[name];
+  }
+  replay.end(body);
+  ctx.req = ctx.request.req = ctx.response.req = replay;
+}
+
+// ---------------------------------------------------------------------------
+// What s3rver lacks: conditional writes, multipart checks and abort, suffix ranges
+
+/* Bucket and key of a path-style request, decoded. */
+function bucketAndKey(rawUrl) {
+  const pathPart = rawUrl.split('?')[0].slice(1);
+  const slash = pathPart.indexOf('/');
+  if (slash < 0) return { bucket: percentDecode(pathPart).toString(), key: '' };
+  return {
+    bucket: percentDecode(pathPart.slice(0, slash)).toString(),
+    key: percentDecode(pathPart.slice(slash + 1)).toString(),
+  };
+}
+
+/* Names the object operations this middleware adds to; null for the rest. */
+function operationOf(method, key, query, headers) {
+  if (!key) return null;
+  const has = name => Object.prototype.hasOwnProperty.call(query, name);
+  const plain = Object.keys(query).every(name => /^x-amz-/i.test(name));
+  if (method === 'PUT' && has('uploadId')) return 'UploadPart';
+  if (method === 'PUT' && plain && !headers['x-amz-copy-source']) return 'PutObject';
+  if (method === 'POST' && has('uploadId')) return 'CompleteMultipartUpload';
+  if (method === 'DELETE' && has('uploadId')) return 'AbortMultipartUpload';
+  if ((method === 'GET' || method === 'HEAD') && /^bytes=-\d+$/.test(headers.range || '')) return 'SuffixRangeGet';
+  return null;
+}
+
+const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
+  'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+  { UploadId: uploadId });
+
+/* The folder where s3rver keeps an upload's parts, after checking it belongs to key. */
+async function uploadDir(store, bucket, key, uploadId) {
+  if (typeof uploadId !== 'string' || !/^[A-Za-z0-9_-]+$/.test(uploadId)) throw noSuchUpload(uploadId);
+  const dir = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
+  let owner;
+  try {
+    owner = await fs.promises.readFile(path.join(dir, 'key'), 'utf8');
+  } catch (err) {
+    if (err.code === 'ENOENT') throw noSuchUpload(uploadId);
+    throw err;
+  }
+  if (owner !== key) throw noSuchUpload(uploadId);
+  return dir;
+}
+
+function decodeXmlText(text) {
+  const named = { quot: '"', amp: '&', lt: '<', gt: '>', apos: "'" };
+  return text.replace(/&(#x[0-9a-fA-F]+|#\d+|quot|amp|lt|gt|apos);/g, (_, ref) =>
+    ref[0] !== '#' ? named[ref]
+      : String.fromCodePoint(ref[1] === 'x' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10)));
+}
+
+/* The parts listed in a CompleteMultipartUpload body: [{number, etag}]. */
+function parseCompleteBody(xml) {
+  const malformedXml = new S3Fail(400, 'MalformedXML',
+    'The XML you provided was not well-formed or did not validate against our published schema');
+  if (!/<CompleteMultipartUpload[\s>]/.test(xml)) throw malformedXml;
+  const parts = [];
+  for (const [, inner] of xml.matchAll(/<Part>([\s\S]*?)<\/Part>/g)) {
+    const number = /<PartNumber>\s*(\d+)\s*<\/PartNumber>/.exec(inner);
+    const etag = /<ETag>([\s\S]*?)<\/ETag>/.exec(inner);
+    if (!number || !etag) throw malformedXml;
+    parts.push({ number: Number(number[1]), etag: decodeXmlText(etag[1]).trim().replace(/"/g, '') });
+  }
+  if (parts.length === 0) throw malformedXml;
+  return parts;
+}
+
+/* Checks the listed parts against the stored ones as S3 does; returns their MD5s. */
+async function checkParts(dir, parts) {
+  for (let i = 1; i < parts.length; i++) {
+    if (parts[i].number <= parts[i - 1].number) {
+      throw new S3Fail(400, 'InvalidPartOrder', 'The list of parts was not in ascending order. ' +
+        'The parts list must be specified in order by part number.');
+    }
+  }
+  const stored = [];
+  for (const part of parts) {
+    const file = path.join(dir, String(part.number));
+    try {
+      stored.push({
+        size: (await fs.promises.stat(file)).size,
+        md5: await fs.promises.readFile(`${file}.md5`, 'utf8'),
+      });
+    } catch (err) {
+      if (err.code !== 'ENOENT') throw err;
+      stored.push(null);
+    }
+  }
+  parts.forEach((part, i) => {
+    if (!stored[i] || stored[i].md5 !== part.etag.toLowerCase()) {
+      throw new S3Fail(400, 'InvalidPart', 'One or more of the specified parts could not be found. ' +
+        "The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+      { PartNumber: part.number, ETag: part.etag });
+    }
+  });
+  stored.slice(0, -1).forEach(({ size }, i) => {
+    if (size < MIN_PART_SIZE) {
+      throw new S3Fail(400, 'EntityTooSmall', 'Your proposed upload is smaller than the minimum allowed object size.',
+        { PartNumber: parts[i].number, ProposedSize: size, MinSizeAllowed: MIN_PART_SIZE });
+    }
+  });
+  const md5s = stored.map(({ md5 }) => md5);
+  return md5s;
+}
+
+/*
+ * Evaluates If-None-Match / If-Match on a write. Returns true when the write
+ * is conditional, so the caller can mark the key busy until it finishes.
+ */
+async function checkPreconditions(ctx, store, bucket, key, busyKeys) {
+  const noneMatch = ctx.get('if-none-match');
+  const match = ctx.get('if-match');
+  if (!noneMatch && !match) return false;
+  if (noneMatch && noneMatch !== '*') {
+    throw new S3Fail(501, 'NotImplemented', 'If-None-Match on a write only supports "*"');
+  }
+  if (busyKeys.has(`${bucket}/${key}`)) {
+    throw new S3Fail(409, 'ConditionalRequestConflict',
+      'A conflicting conditional operation is currently in progress against this resource. Please try again.');
+  }
+  busyKeys.add(`${bucket}/${key}`);
+  try {
+    if (noneMatch) {
+      if (await store.existsObject(bucket, key)) {
+        throw new S3Fail(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold',
+          { Condition: 'If-None-Match' });
+      }
+    } else {
+      let current;
+      try {
+        current = (await store.getMetadata(bucket, key)).etag;
+      } catch (err) {
+        if (err.code !== 'ENOENT') throw err;
+        throw new S3Fail(404, 'NoSuchKey', 'The specified key does not exist.', { Key: key });
+      }
+      if (current.replace(/"/g, '') !== match.replace(/"/g, '').trim()) {
+        throw new S3Fail(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold',
+          { Condition: 'If-Match' });
+      }
+    }
+  } catch (err) {
+    busyKeys.delete(`${bucket}/${key}`);
+    throw err;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+function xmlEscape(value) {
+  return String(value).replace(/[&<>"']/g, ch => `&#${ch.charCodeAt(0)};`);
+}
+
+function sendError(ctx, err, requestId) {
+  for (const name of ctx.res.getHeaderNames()) {
+    if (!name.startsWith('x-amz-')) ctx.res.removeHeader(name);
+  }
+  const detail = Object.entries(err.detail || {})
+    .filter(([name, value]) => /^[A-Za-z]+$/.test(name) && ['string', 'number'].includes(typeof value))
+    .map(([name, value]) => `<${name}>${xmlEscape(value)}</${name}>`).join('');
+  ctx.status = err.status;
+  ctx.type = 'application/xml';
+  ctx.body = '<?xml version="1.0" encoding="UTF-8"?>\n' +
+    `<Error><Code>${xmlEscape(err.code)}</Code><Message>${xmlEscape(err.message)}</Message>${detail}` +
+    `<RequestId>${requestId}</RequestId><HostId>${xmlEscape(ctx.response.get('x-amz-id-2'))}</HostId></Error>`;
+}
+
+function sendJson(ctx, status, value) {
+  ctx.status = status;
+  ctx.type = 'application/json';
+  ctx.body = JSON.stringify(value) + '\n';
+}
+
+function isLoopback(address) {
+  return /^(127\.|::1$|::ffff:127\.)/.test(address || '');
+}
+
+// ---------------------------------------------------------------------------
+// The middleware
+
+function spotrunMiddleware(cfg) {
+  const { store, faults, stats, busyKeys } = cfg;
+
+  async function control(ctx) {
+    if (!isLoopback(ctx.req.socket.remoteAddress)) {
+      return sendJson(ctx, 403, { error: 'the control endpoint only answers loopback clients' });
+    }
+    const route = `${ctx.method} ${ctx.path}`;
+    if (route === 'GET /__spotrun/stats') {
+      return sendJson(ctx, 200, { ...stats, conditional_writes_in_flight: busyKeys.size });
+    }
+    if (route === 'GET /__spotrun/faults') return sendJson(ctx, 200, faults.settings());
+    if (route === 'PUT /__spotrun/faults') {
+      let body;
+      try {
+        body = JSON.parse((await readBody(ctx.req)).toString('utf8'));
+      } catch (err) {
+        return sendJson(ctx, 400, { error: `body is not JSON: ${err.message}` });
+      }
+      try {
+        faults.update(body);
+      } catch (err) {
+        return sendJson(ctx, 400, { error: err.message });
+      }
+      return sendJson(ctx, 200, faults.settings());
+    }
+    return sendJson(ctx, 404, { error: `no such control route: ${route}` });
+  }
+
+  /* Runs before s3rver: true when the request was answered here. */
+  async function before(ctx, op, where, body) {
+    const { bucket, key } = where;
+    const uploadId = ctx.query.uploadId;
+    if (op === 'AbortMultipartUpload') {
+      await fs.promises.rm(await uploadDir(store, bucket, key, uploadId), { recursive: true, force: true });
+      ctx.status = 204;
+      return true;
+    }
+    if (op === 'UploadPart') {
+      const number = Number(ctx.query.partNumber);
+      if (!Number.isInteger(number) || number < 1 || number > MAX_PART_NUMBER) {
+        throw new S3Fail(400, 'InvalidArgument',
+          `Part number must be an integer between 1 and ${MAX_PART_NUMBER}, inclusive`,
+          { ArgumentName: 'partNumber', ArgumentValue: String(ctx.query.partNumber) });
+      }
+      await uploadDir(store, bucket, key, uploadId);
+    }
+    if (op === 'CompleteMultipartUpload') {
+      const dir = await uploadDir(store, bucket, key, uploadId);
+      where.partMd5s = await checkParts(dir, parseCompleteBody(body.toString('utf8')));
+    }
+    if (op === 'SuffixRangeGet') {
+      const wanted = Number(ctx.get('range').slice('bytes=-'.length));
+      let size;
+      try {
+        size = Number((await store.getMetadata(bucket, key))['content-length']);
+      } catch (err) {
+        if (err.code !== 'ENOENT') throw err;
+        return false; // s3rver answers NoSuchKey / NoSuchBucket
+      }
+      if (wanted === 0 || size === 0) {
+        throw new S3Fail(416, 'InvalidRange', 'The requested range is not satisfiable',
+          { RangeRequested: ctx.get('range'), ActualObjectSize: size });
+      }
+      ctx.req.headers.range = `bytes=${Math.max(0, size - wanted)}-${size - 1}`;
+    }
+    return false;
+  }
+
+  /* Runs after s3rver answered CompleteMultipartUpload: S3's multipart ETag. */
+  async function multipartEtag(ctx, where) {
+    const digests = Buffer.concat(where.partMd5s.map(md5 => Buffer.from(md5, 'hex')));
+    const etag = `${crypto.createHash('md5').update(digests).digest('hex')}-${where.partMd5s.length}`;
+    await fs.promises.writeFile(store.getResourcePath(where.bucket, where.key, 'object.md5'), etag);
+    ctx.body = String(ctx.body).replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
+  }
+
+  async function s3Request(ctx, next, fault) {
+    if (fault === 'slowdown') throw new S3Fail(503, 'SlowDown', 'Please reduce your request rate.');
+    if (fault === '500') throw new S3Fail(500, 'InternalError', 'We encountered an internal error. Please try again.');
+    if (fault === 'slow') await new Promise(resolve => setTimeout(resolve, faults.slowMs));
+
+    let payloadHash;
+    try {
+      payloadHash = authenticate(ctx, cfg);
+    } catch (err) {
+      stats.auth_failures++;
+      throw err;
+    }
+    const where = bucketAndKey(ctx.req.url);
+    const op = operationOf(ctx.method, where.key, ctx.query, ctx.req.headers);
+    let body = null;
+    if (payloadHash || op === 'CompleteMultipartUpload') {
+      body = await readBody(ctx.req);
+      if (payloadHash && sha256Hex(body) !== payloadHash) {
+        throw new S3Fail(400, 'XAmzContentSHA256Mismatch',
+          "The provided 'x-amz-content-sha256' header does not match what was computed.",
+          { ClientComputedContentSHA256: payloadHash, S3ComputedContentSHA256: sha256Hex(body) });
+      }
+      replayBody(ctx, body);
+    }
+    if (await before(ctx, op, where, body)) return;
+
+    const writes = op === 'PutObject' || op === 'CompleteMultipartUpload';
+    const conditional = writes && await checkPreconditions(ctx, store, where.bucket, where.key, busyKeys);
+    try {
+      await next();
+      if (op === 'CompleteMultipartUpload' && ctx.status === 200) await multipartEtag(ctx, where);
+    } finally {
+      if (conditional) busyKeys.delete(`${where.bucket}/${where.key}`);
+    }
+  }
+
+  return async function spotrun(ctx, next) {
+    const started = Date.now();
+    const requestId = crypto.randomBytes(8).toString('hex').toUpperCase();
+    ctx.set('x-amz-request-id', requestId);
+    ctx.set('x-amz-id-2', crypto.randomBytes(24).toString('base64'));
+    if (ctx.path.startsWith(CONTROL_PREFIX)) return control(ctx);
+
+    stats.requests++;
+    const fault = faults.next();
+    if (fault) stats.faults[fault]++;
+    if (fault === 'reset') {
+      ctx.respond = false;
+      ctx.req.socket.resetAndDestroy();
+      if (cfg.verbose) process.stderr.write(`${ctx.method} ${ctx.url} -> reset fault=reset\n`);
+      return;
+    }
+    let code = '';
+    try {
+      await s3Request(ctx, next, fault);
+    } catch (err) {
+      if (!(err.code && Number.isInteger(err.status))) {
+        process.stderr.write(`s3server: ${ctx.method} ${ctx.url}: ${err.stack || err}\n`);
+        err = new S3Fail(500, 'InternalError', 'We encountered an internal error. Please try again.');
+      }
+      code = ` ${err.code}`;
+      sendError(ctx, err, requestId);
+    }
+    stats.status[ctx.status] = (stats.status[ctx.status] || 0) + 1;
+    if (cfg.verbose) {
+      process.stderr.write(`${ctx.method} ${ctx.url} -> ${ctx.status}${code} ${Date.now() - started}ms` +
+        `${fault ? ` fault=${fault}` : ''}\n`);
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Start-up
+
+/* s3rver's ListObjectsV2 continuation tokens use DES, which Node 20 only has with the legacy provider. */
+function requireLegacyProvider() {
+  try {
+    crypto.createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
+  } catch {
+    throw new Error('DES is unavailable: run node with --openssl-legacy-provider ' +
+      '(s3rver needs it for ListObjectsV2 continuation tokens)');
+  }
+}
+
+function endpointOf(host, port) {
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  if (opts.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  requireLegacyProvider();
+  fs.mkdirSync(opts.dir, { recursive: true });
+
+  // s3rver still checks access keys itself: accept exactly ours.
+  AWSAccount.DUMMY_ACCOUNT.revokeAccessKey('S3RVER');
+  const credentials = new Map();
+  opts.accessKeys.forEach((accessKey, i) => {
+    credentials.set(accessKey, opts.secretKeys[i]);
+    AWSAccount.DUMMY_ACCOUNT.createKeyPair(accessKey, opts.secretKeys[i]);
+  });
+
+  const server = new S3rver({
+    directory: opts.dir,
+    silent: true,
+    vhostBuckets: false,
+    configureBuckets: opts.buckets.map(name => ({ name, configs: [] })),
+  });
+  const cfg = {
+    store: server.store,
+    credentials,
+    region: opts.region,
+    verbose: opts.verbose,
+    faults: new Faults({ rate: opts.faultRate, faults: opts.faults, slowMs: opts.slowMs, seed: opts.seed }),
+    stats: {
+      requests: 0,
+      faults: Object.fromEntries(FAULT_KINDS.map(kind => [kind, 0])),
+      auth_failures: 0,
+      status: {},
+    },
+    busyKeys: new Set(),
+  };
+  server.middleware.unshift(spotrunMiddleware(cfg));
+
+  await server.configureBuckets();
+  const httpServer = http.createServer(server.callback());
+  await new Promise((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(opts.port, opts.host, resolve);
+  });
+  const { port } = httpServer.address();
+  const shutdown = () => {
+    httpServer.close(() => process.exit(0));
+    httpServer.closeAllConnections();
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+
+  if (opts.portFile) {
+    fs.writeFileSync(`${opts.portFile}.tmp`, `${port}\n`);
+    fs.renameSync(`${opts.portFile}.tmp`, opts.portFile);
+  }
+  process.stdout.write(JSON.stringify({ ready: true, port, endpoint: endpointOf(opts.host, port) }) + '\n');
+}
+
+main().catch(err => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`s3server: ${err.message} (see --help)\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`s3server: ${err.message}\n`);
+  process.exit(1);
+});
