@@ -1,9 +1,12 @@
 /*
  * storage.c: URI parsing and dispatch to the backend that owns a scheme.
- * Backends live in storage_file.c and (for s3://) the S3 client.
+ * Backends live in storage_file.c and (for s3://) data/s3/storage_s3.c.
+ * A backend's state (the S3 client) is made on its first use, so users of
+ * file:// alone never need S3 settings or credentials.
  */
 #include "storage.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,8 @@
 
 struct storage {
     const struct storage_ops *ops[2];
+    void *state[2];
+    pthread_mutex_t mu;     /* guards state creation */
 };
 
 int storage_uri_is_s3(const char *uri)
@@ -81,14 +86,38 @@ sr_status storage_open(struct storage **out)
     struct storage *st = calloc(1, sizeof *st);
     if (!st)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st);
+        return SR_FAIL(SR_ERR_INTERNAL, "pthread_mutex_init failed");
+    }
     st->ops[STORAGE_FILE] = &storage_file_ops;
+    st->ops[STORAGE_S3] = &storage_s3_ops;
     *out = st;
     return SR_OK;
 }
 
 void storage_close(struct storage *st)
 {
+    if (!st)
+        return;
+    for (int i = 0; i < 2; i++)
+        if (st->state[i] && st->ops[i]->state_close)
+            st->ops[i]->state_close(st->state[i]);
+    pthread_mutex_destroy(&st->mu);
     free(st);
+}
+
+sr_status storage_backend_state(struct storage *st, enum storage_scheme sch,
+                                void **out)
+{
+    const struct storage_ops *ops = st->ops[sch];
+    sr_status s = SR_OK;
+    pthread_mutex_lock(&st->mu);
+    if (!st->state[sch] && ops->state_open)
+        s = ops->state_open(&st->state[sch]);
+    *out = st->state[sch];
+    pthread_mutex_unlock(&st->mu);
+    return s;
 }
 
 static sr_status resolve(struct storage *st, const char *uri,
@@ -96,9 +125,6 @@ static sr_status resolve(struct storage *st, const char *uri,
 {
     SR_TRY(storage_uri_parse(u, uri));
     *ops = st->ops[u->scheme];
-    if (!*ops)
-        return SR_FAIL(SR_ERR_USAGE, "%s: s3:// locations are not supported "
-                       "by this build", uri);
     return SR_OK;
 }
 
@@ -153,7 +179,8 @@ sr_status storage_list(struct storage *st, const char *prefix,
         storage_list_free(out);
         return s;
     }
-    qsort(out->v, out->n, sizeof *out->v, entry_cmp);
+    if (out->n > 1)
+        qsort(out->v, out->n, sizeof *out->v, entry_cmp);
     return SR_OK;
 }
 

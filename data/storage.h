@@ -105,6 +105,10 @@ struct storage_ops {
     sr_status (*del)(struct storage *, const struct storage_uri *);
     sr_status (*writer_open)(struct storage *, const struct storage_uri *,
                              int, struct storage_writer **);
+    /* Optional per-storage state (e.g. the S3 client), made on the
+     * backend's first use and freed by storage_close. */
+    sr_status (*state_open)(void **);
+    void (*state_close)(void *);
 };
 
 /* Fields every backend's writer starts with. */
@@ -115,6 +119,12 @@ struct storage_writer {
     char uri[STORAGE_URI_MAX];
 };
 
+/* The backend state of a scheme, created by its state_open on the first
+ * call (once, even when several threads ask at the same time). */
+sr_status storage_backend_state(struct storage *st, enum storage_scheme sch,
+                                void **out) SR_MUST_USE;
+
 extern const struct storage_ops storage_file_ops;
+extern const struct storage_ops storage_s3_ops;
 
 #endif
