@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "  train     train a model (run under mpirun for several ranks)\n"
             "  data      import, make, list and verify datasets\n"
             "  ckpt      list, show and verify checkpoints\n"
+            "  cp        copy objects between s3:// and local storage\n"
             "  version   print the version\n\n"
             "`spotrun <command> --help` describes each command.\n",
             SPOTRUN_VERSION);
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         return cmd_data(argc - 2, argv + 2);
     if (strcmp(cmd, "ckpt") == 0)
         return cmd_ckpt(argc - 2, argv + 2);
+    if (strcmp(cmd, "cp") == 0)
+        return cmd_cp(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("spotrun %s\n", SPOTRUN_VERSION);
         return 0;

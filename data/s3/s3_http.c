@@ -713,10 +713,19 @@ static void finish(struct s3_http_xfer *x, CURLcode cc)
     if (x->attempt > 0)
         snprintf(tries, sizeof tries, "; gave up after %d attempts",
                  x->attempt + 1);
-    XFER_FAIL(x, status / 100 == 2 ? SR_ERR_REMOTE : map_status(status, code),
-              "%ld %s%s%s (request id %s%s)", status, code,
+    sr_status st = status / 100 == 2 ? SR_ERR_REMOTE : map_status(status, code);
+    /* a refusal: say whose keys were refused (never the keys) */
+    char whose[128] = "";
+    if (st == SR_ERR_AUTH) {
+        char src[64];
+        creds_chain_source(x->sess->c->creds, src, sizeof src);
+        if (src[0])
+            snprintf(whose, sizeof whose, "; access denied to the "
+                     "credentials from %s", src);
+    }
+    XFER_FAIL(x, st, "%ld %s%s%s (request id %s%s%s)", status, code,
               e.message[0] ? ": " : "", e.message, rid[0] ? rid : "none",
-              tries);
+              tries, whose);
 }
 
 /* ---- the event loop --------------------------------------------------- */
