@@ -50,6 +50,8 @@ struct storage_list {
 
 enum storage_write_flags {
     STORAGE_CREATE_EXCL = 1,   /* fail with SR_ERR_EXISTS if present */
+    STORAGE_NO_SYNC = 2,       /* file://: atomic rename, but no fsync (a
+                                  copy that need not survive a crash) */
 };
 
 sr_status storage_uri_parse(struct storage_uri *out, const char *uri)

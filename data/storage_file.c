@@ -273,7 +273,8 @@ static sr_status fw_commit(struct storage_writer *base)
 {
     struct file_writer *w = (struct file_writer *)base;
     sr_status s = SR_OK;
-    if (fsync(w->fd) != 0) {
+    int sync = !(w->flags & STORAGE_NO_SYNC);
+    if (sync && fsync(w->fd) != 0) {
         s = ERRNO_FAIL("fsync", w->tmp);
         goto out;
     }
@@ -296,7 +297,8 @@ static sr_status fw_commit(struct storage_writer *base)
         s = ERRNO_FAIL("rename", w->path);
         goto out;
     }
-    s = fsync_dir_of(w->path);
+    if (sync)
+        s = fsync_dir_of(w->path);
 out:
     if (w->fd >= 0)
         close(w->fd);

@@ -3,7 +3,8 @@
  * storage layer knows (s3://, file://, paths), one object or every object
  * under a prefix, several objects at a time. Each object streams through
  * a 64 MiB buffer: S3 reads of that size go out as concurrent ranged GETs,
- * S3 writes as concurrent multipart parts.
+ * S3 writes as concurrent multipart parts. Local files are renamed into
+ * place whole but, as with other copy tools, not fsynced.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,14 +46,17 @@ static void usage(FILE *f)
         "  between s3://bucket/key, file:///path and plain paths. DST ending "
         "in '/'\n"
         "  receives SRC's last name component. --jobs: objects copied at "
-        "once [4].\n");
+        "once [4].\n"
+        "  Local files appear whole (renamed into place) but are not "
+        "fsynced.\n");
 }
 
 static sr_status copy_one(struct storage *st, const struct job *j,
                           uint8_t *buf, atomic_ullong *bytes)
 {
     struct storage_writer *w;
-    SR_TRY(storage_writer_open(st, j->dst, 0, &w));
+    /* like other copy tools: atomic, but not flushed to disk */
+    SR_TRY(storage_writer_open(st, j->dst, STORAGE_NO_SYNC, &w));
     sr_status s = SR_OK;
     for (uint64_t off = 0; off < j->size && s == SR_OK;) {
         size_t n = j->size - off < CHUNK ? (size_t)(j->size - off) : CHUNK;

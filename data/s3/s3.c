@@ -65,6 +65,7 @@ sr_status s3_config_from_env(struct s3_config *out)
     out->connect_timeout_s = 10;
     out->stall_timeout_s = 60;
     out->part_size = (size_t)8 << 20;
+    out->multipart_threshold = (size_t)64 << 20;
     out->concurrency = 8;
 
     const char *region = env("AWS_REGION");
@@ -129,6 +130,13 @@ sr_status s3_config_from_env(struct s3_config *out)
             return SR_FAIL(SR_ERR_USAGE, "SPOTRUN_S3_PART_SIZE=%s: expected "
                            "a size from 5MiB to 5GiB", ps);
         out->part_size = (size_t)part;
+    }
+    const char *th = env("SPOTRUN_S3_MULTIPART_THRESHOLD");
+    if (th) {
+        if (parse_size(&part, th) != 0 || part > S3_MAX_PART_SIZE)
+            return SR_FAIL(SR_ERR_USAGE, "SPOTRUN_S3_MULTIPART_THRESHOLD=%s: "
+                           "expected a size up to 5GiB", th);
+        out->multipart_threshold = (size_t)part;
     }
     return SR_OK;
 }
@@ -238,9 +246,10 @@ sr_status s3_client_open(struct s3_client **out, const struct s3_config *cfg)
         s = SR_FAIL(SR_ERR_INTERNAL, "cannot set up a curl share handle");
         goto out;
     }
-    log_debug("s3: endpoint %s://%s, region %s, part size %zu, concurrency "
-              "%d, %d attempts", c->scheme, c->authority, cfg->region,
-              cfg->part_size, cfg->concurrency, cfg->max_attempts);
+    log_debug("s3: endpoint %s://%s, region %s, part size %zu, multipart "
+              "above %zu, concurrency %d, %d attempts", c->scheme,
+              c->authority, cfg->region, cfg->part_size,
+              cfg->multipart_threshold, cfg->concurrency, cfg->max_attempts);
     *out = c;
     return SR_OK;
 out:

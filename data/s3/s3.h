@@ -39,6 +39,7 @@ struct s3_config {
     double connect_timeout_s;
     double stall_timeout_s;     /* abort a transfer idle this long */
     size_t part_size;           /* multipart part and parallel-read size */
+    size_t multipart_threshold; /* objects up to this size: one PutObject */
     int concurrency;            /* parallel parts per upload or read */
     int list_page_size;         /* max-keys; 0 = the server's default */
 };
@@ -65,7 +66,7 @@ typedef sr_status (*s3_list_fn)(void *arg, const char *key, uint64_t size,
  * AWS_REGION, AWS_DEFAULT_REGION, the profile's config file, else
  * us-east-1; AWS_CA_BUNDLE; SPOTRUN_S3_ADDRESSING, _MAX_ATTEMPTS,
  * _RETRY_BASE_MS, _RETRY_CAP_MS, _CONNECT_TIMEOUT_MS, _STALL_TIMEOUT_S,
- * _PART_SIZE, _CONCURRENCY, _LIST_PAGE_SIZE. A bad value is SR_ERR_USAGE
+ * _PART_SIZE, _MULTIPART_THRESHOLD, _CONCURRENCY, _LIST_PAGE_SIZE. A bad value is SR_ERR_USAGE
  * naming the variable. */
 sr_status s3_config_from_env(struct s3_config *out) SR_MUST_USE;
 

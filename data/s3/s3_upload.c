@@ -5,6 +5,12 @@
  * non-blocking turn so they progress between calls. Part buffers are
  * recycled, so at most concurrency + 1 of them exist. The first failure
  * sticks: later writes fail at once and commit aborts the upload.
+ *
+ * An object that ends within the multipart threshold (64 MiB by default)
+ * goes as one PutObject: bytes are held until the threshold is crossed,
+ * and only then does the multipart upload start, with the held bytes as
+ * its first parts. One request instead of a dozen, and no server-side
+ * assembly of parts.
  */
 #include "s3_upload.h"
 
@@ -28,7 +34,10 @@ struct s3_upload {
     char key[1100];
     int flags;
     size_t part_size;
+    size_t threshold;
     int concurrency;
+    struct sr_buf head;         /* bytes held before multipart starts */
+    int multipart;              /* the threshold was crossed */
     char upload_id[1024];       /* "" until the multipart upload exists */
     uint8_t *cur;               /* the part being filled */
     size_t cur_len;
@@ -71,6 +80,7 @@ sr_status s3_upload_open(struct s3_upload **out, struct s3_client *c,
     u->c = c;
     u->flags = flags;
     u->part_size = cfg->part_size;
+    u->threshold = cfg->multipart_threshold;
     u->concurrency = cfg->concurrency;
     *out = u;
     return SR_OK;
@@ -86,6 +96,7 @@ static void upload_free(struct s3_upload *u)
     free(u->spare);
     free(u->etags);
     buf_free(&u->xml);
+    buf_free(&u->head);
     free(u);
 }
 
@@ -241,7 +252,7 @@ static sr_status take_buffer(struct s3_upload *u)
     return SR_OK;
 }
 
-static sr_status write_some(struct s3_upload *u, const uint8_t *p, size_t n)
+static sr_status write_parts(struct s3_upload *u, const uint8_t *p, size_t n)
 {
     while (n > 0) {
         if (!u->cur)
@@ -260,6 +271,19 @@ static sr_status write_some(struct s3_upload *u, const uint8_t *p, size_t n)
     if (u->inflight > 0 && u->since_pump >= PUMP_EVERY)
         SR_TRY(pump(u));
     return SR_OK;
+}
+
+static sr_status write_some(struct s3_upload *u, const uint8_t *p, size_t n)
+{
+    if (!u->multipart) {
+        if (u->head.len + n <= u->threshold)
+            return buf_append(&u->head, p, n);
+        u->multipart = 1;
+        sr_status s = write_parts(u, u->head.data, u->head.len);
+        buf_free(&u->head);
+        SR_TRY(s);
+    }
+    return write_parts(u, p, n);
 }
 
 sr_status s3_upload_write(struct s3_upload *u, const void *p, size_t n)
@@ -350,9 +374,9 @@ sr_status s3_upload_commit(struct s3_upload *u)
     if (s != SR_OK) {
         s = SR_FAIL(s, "s3://%s/%s: commit after a failed upload", u->bucket,
                     u->key);
-    } else if (!u->upload_id[0]) {
-        s = s3_put(u->c, u->bucket, u->key, u->cur ? u->cur
-                   : (const uint8_t *)"", u->cur_len, u->flags);
+    } else if (!u->multipart) {
+        s = s3_put(u->c, u->bucket, u->key, u->head.len ? u->head.data
+                   : (const uint8_t *)"", u->head.len, u->flags);
     } else {
         if (u->cur_len > 0)
             s = send_part(u);

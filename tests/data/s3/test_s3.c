@@ -413,14 +413,15 @@ static void test_s3__client_errors_surface_at_once(void **state)
     assert_int_equal(s3_get(c, "bkt", "k", 0, buf, 10), SR_ERR_AUTH);
     assert_int_equal(requests(), 1);
     assert_non_null(strstr(sr_errmsg(), "403 AccessDenied: Access Denied "
-                           "(request id REQ1)"));
+                           "(request id REQ1; access denied to the "
+                           "credentials from environment)"));
 
     static const struct step head403[] = {
         { 403, NULL, "x-amz-request-id: RID9\r\n" } };
     script(head403, 1);
     assert_int_equal(s3_head(c, "bkt", "k", &info), SR_ERR_AUTH);
     assert_non_null(strstr(sr_errmsg(), "s3://bkt/k: HEAD: 403 Forbidden "
-                           "(request id RID9)"));
+                           "(request id RID9; access denied"));
 
     static const struct step exists[] = {
         { 412, ERR("PreconditionFailed", "At least one of the pre-conditions "

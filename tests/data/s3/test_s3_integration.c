@@ -166,6 +166,8 @@ static int setup(void **state)
     unsetenv("SPOTRUN_S3_LIST_PAGE_SIZE");
     unsetenv("SPOTRUN_S3_MAX_ATTEMPTS");
     unsetenv("SPOTRUN_S3_PART_SIZE");
+    /* objects above one part go multipart, so 40 MiB is several parts */
+    setenv("SPOTRUN_S3_MULTIPART_THRESHOLD", "8MiB", 1);
     sr_clear_error();
     return 0;
 }

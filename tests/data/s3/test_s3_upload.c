@@ -118,6 +118,8 @@ static int group_setup(void **state)
     setenv("SPOTRUN_S3_RETRY_BASE_MS", "5", 1);
     setenv("SPOTRUN_S3_PART_SIZE", "5MiB", 1);
     setenv("SPOTRUN_S3_CONCURRENCY", "2", 1);
+    /* every write streams as parts unless a test says otherwise */
+    setenv("SPOTRUN_S3_MULTIPART_THRESHOLD", "0", 1);
     return 0;
 }
 
@@ -171,15 +173,32 @@ static void write_in_pieces(struct s3_upload *u, size_t n, sr_status want)
     assert_int_equal(s, want);
 }
 
-static void test_s3_upload__small_object_is_one_put(void **state)
+/* Below the multipart threshold an object is one PutObject; past it the
+ * held bytes become the first parts of a multipart upload. */
+static void test_s3_upload__threshold_picks_put_or_parts(void **state)
 {
     (void)state;
-    struct s3_upload *u = open_upload(0);
-    write_in_pieces(u, 100, SR_OK);
+    struct s3_config cfg;
+    struct s3_client *tc;
+    assert_int_equal(s3_config_from_env(&cfg), SR_OK);
+    cfg.multipart_threshold = 6 * MiB;
+    assert_int_equal(s3_client_open(&tc, &cfg), SR_OK);
+    struct s3_upload *u;
+    assert_int_equal(s3_upload_open(&u, tc, "bkt", "obj", 0), SR_OK);
+    write_in_pieces(u, 6 * MiB, SR_OK);
     assert_int_equal(s3_upload_commit(u), SR_OK);
     assert_int_equal(w.puts, 1);
-    assert_int_equal(w.put_len, 100);
+    assert_int_equal(w.put_len, 6 * MiB);
     assert_int_equal(w.creates, 0);
+
+    assert_int_equal(s3_upload_open(&u, tc, "bkt", "obj", 0), SR_OK);
+    write_in_pieces(u, 12 * MiB, SR_OK);
+    assert_int_equal(s3_upload_commit(u), SR_OK);
+    assert_int_equal(w.puts, 1);
+    assert_int_equal(w.creates, 1);
+    assert_int_equal(w.parts, 3);       /* 5 + 5 + 2 MiB */
+    assert_int_equal(w.completes, 1);
+    s3_client_close(tc);
 }
 
 static void test_s3_upload__parts_then_complete(void **state)
@@ -335,7 +354,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-        T(test_s3_upload__small_object_is_one_put),
+        T(test_s3_upload__threshold_picks_put_or_parts),
         T(test_s3_upload__parts_then_complete),
         T(test_s3_upload__transient_error_in_200_is_retried),
         T(test_s3_upload__error_in_200_fails_and_aborts),
