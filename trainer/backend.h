@@ -22,9 +22,12 @@
 #define BACKEND_GRAD_EXTRA 2
 enum { GRAD_EXTRA_LOSS = 0, GRAD_EXTRA_STOP = 1 };
 
+struct pool;
+
 struct backend_opts {
     int max_batch;          /* rows per forward call, train or eval */
-    int threads;            /* CPU threads for math (0 = library default) */
+    struct pool *pool;      /* CPU threads for math, shared with the
+                               caller's batch decoding; NULL = one thread */
     enum optim_kind optim;
 };
 

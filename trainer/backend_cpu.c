@@ -46,7 +46,8 @@ struct backend {
     float *params;
     float *grads;           /* nparams + BACKEND_GRAD_EXTRA */
     float *state;           /* optimizer state */
-    struct pool *pool;
+    struct pool *pool;      /* the caller's, or own_pool */
+    struct pool *own_pool;
     int nlanes;
     struct lane *lanes;
     /* arguments of the call in progress, read by every worker */
@@ -72,7 +73,7 @@ static void cpu_destroy(struct backend *b)
 {
     if (!b)
         return;
-    pool_destroy(b->pool);
+    pool_destroy(b->own_pool);
     for (int w = 0; b->lanes && w < b->nlanes; w++) {
         struct lane *ln = &b->lanes[w];
         for (int l = 1; l <= b->m.nlayers; l++)
@@ -101,15 +102,19 @@ static sr_status cpu_create(struct backend **out, const struct mlp *m,
     b->m = *m;
     b->max_batch = o->max_batch;
     b->optim = o->optim;
-    b->nlanes = o->threads > 0 ? o->threads : 1;
-    if (b->nlanes > o->max_batch)
-        b->nlanes = o->max_batch;
-    b->lane_rows = (o->max_batch + b->nlanes - 1) / b->nlanes;
-    sr_status s = pool_create(&b->pool, b->nlanes);
-    if (s != SR_OK) {
-        cpu_destroy(b);
-        return s;
+    b->pool = o->pool;
+    if (!b->pool) {
+        sr_status s = pool_create(&b->own_pool, 1);
+        if (s != SR_OK) {
+            cpu_destroy(b);
+            return s;
+        }
+        b->pool = b->own_pool;
     }
+    /* one lane per thread; a thread without rows (a batch smaller than
+     * the pool) contributes zero gradients */
+    b->nlanes = pool_size(b->pool);
+    b->lane_rows = (o->max_batch + b->nlanes - 1) / b->nlanes;
     size_t rows = (size_t)b->lane_rows;
     int widest = 0;
     for (int l = 0; l <= m->nlayers; l++)

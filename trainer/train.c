@@ -19,6 +19,7 @@
 
 #include "../checkpoint/h5image.h"
 #include "../common/log.h"
+#include "../common/pool.h"
 #include "../common/util.h"
 #include "trainer.h"
 
@@ -137,11 +138,13 @@ static sr_status setup(struct trainer *t)
         return SR_FAIL(SR_ERR_USAGE, "--device cuda: this build has no CUDA "
                        "backend");
     t->ops = &backend_cpu_ops;
+    int threads = cfg->threads > 0 ? (int)cfg->threads
+                                   : default_threads(t->c);
+    SR_TRY(pool_create(&t->pool, threads));
     struct backend_opts bo = {
         .max_batch = t->local_batch > cfg->eval_batch_size
                      ? t->local_batch : (int)cfg->eval_batch_size,
-        .threads = cfg->threads > 0 ? (int)cfg->threads
-                                    : default_threads(t->c),
+        .pool = t->pool,
         .optim = t->op.kind,
     };
     SR_TRY(t->ops->create(&t->be, &t->m, &bo));
@@ -177,9 +180,45 @@ static sr_status setup(struct trainer *t)
     log_info("model mlp %s (%zu parameters), optimizer %s, backend %s, %d "
              "rank(s) x %d thread(s), global batch %lld (%d per rank), "
              "%lld steps/epoch", dims, t->m.nparams, cfg->optimizer,
-             t->ops->name, t->c->size, bo.threads,
+             t->ops->name, t->c->size, threads,
              (long long)cfg->batch_size, t->local_batch,
              (long long)t->steps_per_epoch);
+    return SR_OK;
+}
+
+struct decode_job {
+    const struct split *sp;
+    const struct trainer *t;
+    int n;
+    const char *what;
+    sr_status status[64];
+};
+
+static void decode_rows(void *arg, int w, int nw)
+{
+    struct decode_job *j = arg;
+    size_t lo, hi;
+    pool_range((size_t)j->n, w, nw, 1, &lo, &hi);
+    sr_status s = SR_OK;
+    if (hi > lo)
+        s = batch_fill(&j->sp->spec, j->t->recs + lo, j->t->ids + lo,
+                       (int)(hi - lo), j->t->x + lo * j->sp->spec.in,
+                       j->t->y + lo, j->what);
+    if (w < 64)
+        j->status[w] = s;
+}
+
+/* Decode t->recs[0..n) into t->x and t->y on every thread of the pool. */
+static sr_status decode(struct trainer *t, const struct split *sp, int n,
+                        const char *what)
+{
+    struct decode_job j = { .sp = sp, .t = t, .n = n, .what = what };
+    if (pool_size(t->pool) > 64)
+        return batch_fill(&sp->spec, t->recs, t->ids, n, t->x, t->y, what);
+    pool_run(t->pool, decode_rows, &j);
+    for (int w = 0; w < pool_size(t->pool); w++)
+        if (j.status[w] != SR_OK)
+            return j.status[w];
     return SR_OK;
 }
 
@@ -199,8 +238,7 @@ static sr_status validate(struct trainer *t, double *loss, double *acc)
             t->ids[j] = i + (uint64_t)j;
             t->recs[j] = sp->records + (i + (uint64_t)j) * rb;
         }
-        SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, k, t->x, t->y,
-                          t->cfg->val_data));
+        SR_TRY(decode(t, sp, k, t->cfg->val_data));
         SR_TRY(t->ops->evaluate(t->be, t->x, t->y, k, &loss_sum, &correct));
         i += (uint64_t)k;
     }
@@ -277,8 +315,7 @@ static sr_status train_step(struct trainer *t)
         t->ids[i] = id;
         t->recs[i] = sp->records + id * rb;
     }
-    SR_TRY(batch_fill(&sp->spec, t->recs, t->ids, t->local_batch, t->x, t->y,
-                      t->cfg->data));
+    SR_TRY(decode(t, sp, t->local_batch, t->cfg->data));
     cur->wait_s += now_s() - t0;
     SR_TRY(t->ops->train_step(t->be, t->x, t->y, t->local_batch,
                               1.0f / (float)t->cfg->batch_size));
@@ -387,6 +424,7 @@ static void teardown(struct trainer *t)
 {
     if (t->be)
         t->ops->destroy(t->be);
+    pool_destroy(t->pool);
     sampler_free(&t->sampler);
     free(t->train.records);
     free(t->val.records);

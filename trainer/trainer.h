@@ -41,6 +41,7 @@ struct trainer {
     struct mlp m;
     const struct backend_ops *ops;
     struct backend *be;
+    struct pool *pool;          /* math and decoding threads */
     struct optim_params op;
     struct lr_schedule sched;
     struct sampler sampler;

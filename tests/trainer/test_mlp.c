@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pool.h"
 #include "common/rng.h"
 #include "trainer/backend.h"
 
@@ -46,8 +47,7 @@ static void test_mlp__gradients_match_finite_differences(void **state)
     assert_int_equal(mlp_shape(&m, 6, hidden, 2, 4), SR_OK);
     const struct backend_ops *ops = &backend_cpu_ops;
     struct backend *b;
-    struct backend_opts o = { .max_batch = N, .threads = 1,
-                              .optim = OPTIM_SGD };
+    struct backend_opts o = { .max_batch = N, .optim = OPTIM_SGD };
     assert_int_equal(ops->create(&b, &m, &o), SR_OK);
     float *p = malloc(m.nparams * sizeof(float));
     mlp_init_params(&m, p, 5);
@@ -109,8 +109,7 @@ static void test_mlp__split_batch_sums_to_whole(void **state)
     assert_int_equal(mlp_shape(&m, 10, hidden, 1, 3), SR_OK);
     const struct backend_ops *ops = &backend_cpu_ops;
     struct backend *b;
-    struct backend_opts o = { .max_batch = N, .threads = 1,
-                              .optim = OPTIM_ADAMW };
+    struct backend_opts o = { .max_batch = N, .optim = OPTIM_ADAMW };
     assert_int_equal(ops->create(&b, &m, &o), SR_OK);
     float *p = malloc(m.nparams * sizeof(float));
     mlp_init_params(&m, p, 1);
@@ -141,6 +140,66 @@ static void test_mlp__split_batch_sums_to_whole(void **state)
     free(sum);
 }
 
+/* Threads cut the batch into lanes whose gradients are summed: the result
+ * equals one lane up to float summation order, also when some lanes get
+ * no rows, and the optimizer split by parameter ranges gives the same
+ * update as one thread. */
+static void test_mlp__threads_match_one_thread(void **state)
+{
+    (void)state;
+    int hidden[2] = { 33, 17 };
+    struct mlp m;
+    assert_int_equal(mlp_shape(&m, 10, hidden, 2, 5), SR_OK);
+    float *p = malloc(m.nparams * sizeof(float));
+    mlp_init_params(&m, p, 3);
+    float x[N * 10];
+    int32_t y[N];
+    make_batch(x, y, N, 10, 5);
+    float *ref = NULL;
+    float *ref_p = malloc(m.nparams * sizeof(float));
+    struct optim_params op = { .kind = OPTIM_ADAMW, .beta1 = 0.9,
+                               .beta2 = 0.999, .eps = 1e-8,
+                               .weight_decay = 0.01 };
+    int threads[] = { 1, 3, 16 };
+    for (int k = 0; k < 3; k++) {
+        struct pool *pl;
+        assert_int_equal(pool_create(&pl, threads[k]), SR_OK);
+        struct backend *b;
+        struct backend_opts o = { .max_batch = N, .pool = pl,
+                                  .optim = OPTIM_ADAMW };
+        assert_int_equal(backend_cpu_ops.create(&b, &m, &o), SR_OK);
+        assert_int_equal(backend_cpu_ops.set_params(b, p), SR_OK);
+        assert_int_equal(backend_cpu_ops.train_step(b, x, y, N, 1.0f / N),
+                         SR_OK);
+        size_t glen;
+        float *g = backend_cpu_ops.grads(b, &glen);
+        if (!ref) {
+            ref = malloc(glen * sizeof(float));
+            memcpy(ref, g, glen * sizeof(float));
+        } else {
+            for (size_t i = 0; i < glen; i++)
+                if (fabsf(g[i] - ref[i]) > 1e-6f + 1e-5f * fabsf(ref[i]))
+                    fail_msg("%d threads: grad %zu is %g, one thread %g",
+                             threads[k], i, g[i], ref[i]);
+        }
+        memcpy(g, ref, glen * sizeof(float));   /* same input to the step */
+        assert_int_equal(backend_cpu_ops.optimizer_step(b, &op, 0.01f, 1),
+                         SR_OK);
+        float *after = malloc(m.nparams * sizeof(float));
+        assert_int_equal(backend_cpu_ops.get_params(b, after), SR_OK);
+        if (k == 0)
+            memcpy(ref_p, after, m.nparams * sizeof(float));
+        else
+            assert_memory_equal(after, ref_p, m.nparams * sizeof(float));
+        free(after);
+        backend_cpu_ops.destroy(b);
+        pool_destroy(pl);
+    }
+    free(ref);
+    free(ref_p);
+    free(p);
+}
+
 static void test_mlp__uniform_logits_give_log_classes(void **state)
 {
     (void)state;
@@ -148,8 +207,7 @@ static void test_mlp__uniform_logits_give_log_classes(void **state)
     struct mlp m;
     assert_int_equal(mlp_shape(&m, 3, hidden, 1, 10), SR_OK);
     struct backend *b;
-    struct backend_opts o = { .max_batch = 4, .threads = 1,
-                              .optim = OPTIM_SGD };
+    struct backend_opts o = { .max_batch = 4, .optim = OPTIM_SGD };
     assert_int_equal(backend_cpu_ops.create(&b, &m, &o), SR_OK);
     float *p = calloc(m.nparams, sizeof(float));
     assert_int_equal(backend_cpu_ops.set_params(b, p), SR_OK);
@@ -214,6 +272,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp__gradients_match_finite_differences),
         cmocka_unit_test(test_mlp__split_batch_sums_to_whole),
+        cmocka_unit_test(test_mlp__threads_match_one_thread),
         cmocka_unit_test(test_mlp__uniform_logits_give_log_classes),
         cmocka_unit_test(test_mlp__layout_names_and_init),
     };
