@@ -5,12 +5,18 @@
 # plus spotrun's GFLOP/s next to OpenBLAS sgemm on the same matrix shapes
 # measured in the same run. Prints one table.
 #
-# usage: bench/train_cpu.sh [EPOCHS]    (default 6: 1 warm-up + 5 timed)
+# Each configuration runs 3 rounds, spotrun and PyTorch alternating, so
+# both see the same machine conditions; a round's rate is the median over
+# its epochs after the first (warm-up), and a configuration's the median of
+# its rounds.
+#
+# usage: bench/train_cpu.sh [EPOCHS]    (default 5: 1 warm-up + 4 timed)
 # BENCH_MIN_RATIO=2.0 makes it exit 1 when a row's ratio is below it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-epochs=${1:-6}
+epochs=${1:-5}
+rounds=3
 hidden=256,128
 batch=256
 threads=$(nproc)
@@ -67,34 +73,52 @@ flops=$(awk -v h=$hidden 'BEGIN {n=split("784," h ",10", d, ","); f=0;
     for (i=1; i<n; i++) { m=d[i]*d[i+1]; f+=4*m; if (i>1) f+=2*m } print f}')
 kernel=$("$sgemm" 8 1 0.01 784 16 10 | sed -E 's/.*kernel=([^ ]+).*/\1/')
 
-row() { # label ranks threads torch_rate
-    local s g c
-    s=$(run_spotrun "$2" "$3")
+median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+# measure LABEL RANKS THREADS: alternating rounds of spotrun and PyTorch;
+# prints "spotrun_rate torch_rate"
+measure() {
+    local ranks=$2 t=$3 r s p pb sr="" pr=""
+    for ((r = 0; r < rounds; r++)); do
+        s=$(run_spotrun "$ranks" "$t")
+        if [[ $ranks -eq 1 ]]; then
+            # PyTorch's OpenMP pool spinning against OpenBLAS's threads
+            # halves it: take the better of its default and a passive wait
+            p=$(run_torch 1 "$t")
+            pb=$(run_torch 1 "$t" OMP_WAIT_POLICY=PASSIVE)
+            ((pb > p)) && p=$pb
+        else
+            p=$(run_torch "$ranks" "$t")
+        fi
+        sr+="$s "
+        pr+="$p "
+    done
+    echo "$(median <<<"$sr") $(median <<<"$pr")"
+}
+
+row() { # label ranks threads
+    local s p g c
+    read -r s p < <(measure "$1" "$2" "$3")
     c=$(run_sgemm "$2" "$3")
     g=$(awk -v s="$s" -v f="$flops" 'BEGIN {printf "%.1f", s*f/1e9}')
-    awk -v l="$1" -v s="$s" -v p="$4" -v g="$g" -v c="$c" 'BEGIN {
+    awk -v l="$1" -v s="$s" -v p="$p" -v g="$g" -v c="$c" 'BEGIN {
         printf "| %-26s | %9.0f | %9.0f | %5.2f | %7.1f | %7.1f | %5.1f%% |\n",
                l, s, p, s/p, g, c, 100*g/c }'
 }
 
-# PyTorch at its best for the thread count: its OpenMP pool spinning
-# against OpenBLAS's threads halves it, so also try a passive wait policy
-p1=$(run_torch 1 "$threads")
-p1b=$(run_torch 1 "$threads" OMP_WAIT_POLICY=PASSIVE)
-((p1b > p1)) && p1=$p1b
-p2=$(run_torch 2 1)
+r1=$(row "1 process x $threads threads" 1 "$threads")
+r2=$(row "2 processes x 1 thread" 2 1)
 
 echo
 echo "CPU training, MLP 784-${hidden//,/-}-10, global batch $batch, AdamW, Fashion-MNIST"
 echo "$(lscpu | sed -nE 's/^Model name: +//p'), $threads cores, OpenBLAS kernel $kernel,"
-echo "median samples/s over epochs 2..$epochs, $(awk -v f="$flops" 'BEGIN {printf "%.3f", f/1e6}') MFLOP per sample"
+echo "samples/s: median of $rounds alternating rounds, each the median of epochs 2..$epochs;"
+echo "$(awk -v f="$flops" 'BEGIN {printf "%.3f", f/1e6}') MFLOP per sample"
 echo
 echo "| configuration              | spotrun   | PyTorch   | ratio | spotrun | sgemm   | of     |"
 echo "|                            | samples/s | samples/s |       | GFLOP/s | GFLOP/s | sgemm  |"
 echo "|----------------------------|-----------|-----------|-------|---------|---------|--------|"
-r1=$(row "1 process x $threads threads" 1 "$threads" "$p1")
 echo "$r1"
-r2=$(row "2 processes x 1 thread" 2 1 "$p2")
 echo "$r2"
 echo
 echo "PyTorch: 1 process = torch.set_num_threads($threads), best of default and"
