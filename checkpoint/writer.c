@@ -36,6 +36,7 @@ static sr_status write_one(struct ckpt_writer *w, const struct ckpt_meta *m)
     struct sr_buf img = { 0 };
     sr_status s = ckpt_build_image(&img, m, w->config_json, w->params,
                                    w->opt_state);
+    double t1 = now_s();
     if (s == SR_OK)
         s = ckpt_commit(w->o.st, w->root, m, img.data, img.len);
     if (s == SR_ERR_EXISTS) {
@@ -43,11 +44,12 @@ static sr_status write_one(struct ckpt_writer *w, const struct ckpt_meta *m)
                  (long long)m->step, w->root);
         s = SR_OK;
     } else if (s == SR_OK) {
-        double dt = now_s() - t0;
+        double dt = now_s() - t0, up = now_s() - t1;
         char b[32];
-        log_info("checkpoint step %lld committed to %s (%s in %.2f s)",
-                 (long long)m->step, w->root,
-                 fmt_bytes(b, sizeof b, img.len), dt);
+        log_info("checkpoint step %lld committed to %s (%s: image %.2f s, "
+                 "write %.2f s, %.0f MB/s)", (long long)m->step, w->root,
+                 fmt_bytes(b, sizeof b, img.len), t1 - t0, up,
+                 up > 0 ? (double)img.len / up / 1e6 : 0.0);
         pthread_mutex_lock(&w->mu);
         w->stats.committed++;
         w->stats.last_step = m->step;

@@ -1,0 +1,47 @@
+# ckpt_kill.sh: SIGKILL of the whole job while a checkpoint upload to S3 is
+# in flight (the S3 test server slowed down) leaves that checkpoint
+# uncommitted; the restart resumes from the previous committed one, which
+# verifies, and ends with the same parameters as an uninterrupted run.
+source "$(dirname "$0")/lib.sh"
+s3_start
+
+args=(--data "$FM/train" --epochs 1 --progress off --checkpoint s3://test/ck
+      --checkpoint-every-steps 50 --checkpoint-every-epoch false)
+mpi 2 train --data "$FM/train" --epochs 1 --progress off >"$WORK/ref.txt" 2>/dev/null ||
+    fail "reference run"
+
+setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
+    "$SPOTRUN" train "${args[@]}" >"$WORK/a.txt" 2>"$WORK/a.err" &
+job=$!
+for _ in $(seq 300); do
+    grep -q 'checkpoint step 50 committed' "$WORK/a.err" && break
+    sleep 0.1
+done
+grep -q 'checkpoint step 50 committed' "$WORK/a.err" || fail "no first checkpoint"
+# every request from now on takes 30 s: the step-100 upload hangs
+s3_faults '{"rate": 1.0, "faults": ["slow"], "slow_ms": 30000}'
+for _ in $(seq 300); do
+    grep -q 'step 100 is still being written' "$WORK/a.err" && break
+    sleep 0.1
+done
+grep -q 'step 100 is still being written' "$WORK/a.err" ||
+    fail "the step-100 upload was not in flight: $(grep checkpoint "$WORK/a.err")"
+# the job is its own session (setsid): kill everything in it at once
+pkill -KILL -s "$job" 2>/dev/null || kill -KILL "$job"
+wait "$job" 2>/dev/null || true
+pgrep -s "$job" >/dev/null && fail "processes of the killed job remain"
+s3_faults '{"rate": 0}'
+pass "killed (SIGKILL) while the step-100 checkpoint was uploading"
+
+"$SPOTRUN" ckpt ls s3://test/ck >"$WORK/ls.txt"
+grep -qE '^50 .* committed' "$WORK/ls.txt" || fail "step 50 lost: $(cat "$WORK/ls.txt")"
+! grep -qE '^100 .* committed$' "$WORK/ls.txt" || fail "step 100 committed after a kill mid-upload"
+"$SPOTRUN" ckpt verify s3://test/ck --step 50 >/dev/null || fail "step 50 does not verify"
+
+mpi 2 train "${args[@]}" >"$WORK/b.txt" 2>"$WORK/b.err" ||
+    fail "restart: $(tail -n 3 "$WORK/b.err")"
+grep -q 'resumed from s3://test/ck/step-0000000050: step 50' "$WORK/b.err" ||
+    fail "restart did not resume from step 50: $(grep -iE 'resum|skip' "$WORK/b.err")"
+[[ $(digest "$WORK/b.txt") == $(digest "$WORK/ref.txt") ]] ||
+    fail "resumed run differs from the uninterrupted one"
+pass "restart resumed from the committed step 50 and ended bit-identical"
