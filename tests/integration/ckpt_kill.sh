@@ -29,7 +29,8 @@ grep -q 'step 100 is still being written' "$WORK/a.err" ||
 # the job is its own session (setsid): kill everything in it at once
 pkill -KILL -s "$job" 2>/dev/null || kill -KILL "$job"
 wait "$job" 2>/dev/null || true
-pgrep -s "$job" >/dev/null && fail "processes of the killed job remain"
+for _ in $(seq 50); do pgrep -s "$job" >/dev/null || break; sleep 0.1; done
+pgrep -s "$job" >/dev/null && fail "processes of the killed job remain: $(pgrep -a -s "$job")"
 s3_faults '{"rate": 0}'
 pass "killed (SIGKILL) while the step-100 checkpoint was uploading"
 
