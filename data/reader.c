@@ -1,0 +1,740 @@
+/*
+ * reader.c: the streaming reader (see reader.h). One mutex and one
+ * condition variable guard the shared state; every change is broadcast.
+ *
+ *   planner   walks the sequence: record -> (shard, chunk); creates a chunk
+ *             the first time it is needed if the window has room, queues
+ *             it for fetching, and writes a plan entry per request into a
+ *             ring the consumer reads. A chunk's last_use is the last
+ *             planned request that needs it.
+ *   fetchers  take queued chunks and read their byte range (from the local
+ *             cache or storage, with retries) into a buffer.
+ *   consumer  reader_next() takes the next n plan entries, waits for their
+ *             chunks, and returns pointers into the chunk buffers.
+ *
+ * A chunk is freed once the consumer has moved past its last_use. Since
+ * the planner plans in request order, every chunk in the window is needed
+ * by a request the consumer has yet to reach, so the consumer can always
+ * progress and free space: no deadlock, whatever the window.
+ */
+#include "reader.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+
+#define HASH_BUCKETS 4096
+#define RING_MIN 65536
+#define RING_MAX (4u << 20)
+
+enum chunk_state { C_QUEUED, C_FETCHING, C_READY, C_FAILED };
+
+struct chunk {
+    uint32_t shard;
+    uint64_t idx;               /* chunk number within the shard */
+    uint64_t off, len;          /* byte range in the object */
+    uint8_t *data;
+    enum chunk_state state;
+    sr_status err;
+    char *errmsg;
+    uint64_t last_use;          /* last planned request that needs it */
+    struct chunk *hnext;        /* hash chain */
+    struct chunk *rnext;        /* resident list */
+    struct chunk *qnext;        /* fetch queue */
+};
+
+struct shard_slot {
+    int loaded;
+    int refs;                   /* resident chunks of this shard */
+    struct shard_info si;
+};
+
+struct plan_entry {
+    struct chunk *c;
+    uint32_t shard;
+    uint64_t rec;               /* record within the shard */
+    uint64_t id;                /* global record id */
+};
+
+struct reader {
+    struct storage *st;
+    const struct dataset *ds;
+    struct reader_opts o;
+    char cache_dir[STORAGE_URI_MAX];
+    reader_seq_fn seq;
+    void *arg;
+    uint64_t count;
+    uint64_t per_chunk;         /* records per chunk */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t planner;
+    pthread_t *fetchers;
+    int nfetchers;
+    int started;
+    int stop;
+
+    uint64_t plan_i;            /* next request to plan */
+    uint64_t cons_i;            /* first request the consumer holds */
+    uint64_t held_end;          /* end of the batch it holds */
+    uint64_t want_end;          /* end of the batch it is waiting for */
+    struct plan_entry *ring;
+    uint64_t ring_cap;
+    struct chunk *hash[HASH_BUCKETS];
+    struct chunk *resident;
+    struct chunk *qhead, *qtail;
+    uint64_t bytes;             /* resident + in-flight */
+    struct shard_slot *shards;
+    sr_status fatal;            /* the planner could not go on */
+    char fatal_msg[1024];
+    struct reader_stats stats;
+
+    pthread_mutex_t cache_mu;
+    uint64_t cache_size;
+};
+
+void reader_default_opts(struct reader_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->window_bytes = READER_DEFAULT_WINDOW;
+    o->chunk_bytes = READER_DEFAULT_CHUNK;
+    o->fetchers = 8;
+    o->attempts = 4;
+    o->retry_delay_s = 0.5;
+    o->cache_limit = 10ull << 30;
+}
+
+static unsigned hash_key(uint32_t shard, uint64_t idx)
+{
+    uint64_t h = ((uint64_t)shard * 0x9e3779b97f4a7c15ULL) ^
+                 (idx * 0xbf58476d1ce4e5b9ULL);
+    return (unsigned)(h >> 52) & (HASH_BUCKETS - 1);
+}
+
+static struct chunk *find_chunk(struct reader *r, uint32_t shard,
+                                uint64_t idx)
+{
+    for (struct chunk *c = r->hash[hash_key(shard, idx)]; c; c = c->hnext)
+        if (c->shard == shard && c->idx == idx)
+            return c;
+    return NULL;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- local cache ---- */
+
+static void cache_path(const struct reader *r, const struct chunk *c,
+                       char *out, size_t cap)
+{
+    char key[STORAGE_URI_MAX + 96];
+    char uri[STORAGE_URI_MAX];
+    if (dataset_shard_uri(r->ds, c->shard, uri, sizeof uri) != SR_OK)
+        uri[0] = '\0';
+    int n = snprintf(key, sizeof key, "%s\n%llu\n%llu\n%llu", uri,
+                     (unsigned long long)r->ds->shards[c->shard].bytes,
+                     (unsigned long long)c->off, (unsigned long long)c->len);
+    unsigned char d[32];
+    unsigned int len = 0;
+    EVP_Digest(key, (size_t)n, d, &len, EVP_sha256(), NULL);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    snprintf(out, cap, "%s/%.2s/%s.chunk", r->cache_dir, hex, hex + 2);
+}
+
+struct cache_file {
+    char path[STORAGE_URI_MAX + 512];
+    double mtime;
+    uint64_t size;
+};
+
+static int older_first(const void *a, const void *b)
+{
+    const struct cache_file *x = a, *y = b;
+    return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
+}
+
+/* Every chunk file in the cache; *total gets their bytes. */
+static size_t cache_scan(const char *dir, struct cache_file **out,
+                         uint64_t *total)
+{
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    *total = 0;
+    DIR *top = opendir(dir);
+    if (!top)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(top)) != NULL) {
+        if (strlen(e->d_name) != 2)
+            continue;
+        char sub[STORAGE_URI_MAX + 8];
+        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+        DIR *d = opendir(sub);
+        struct dirent *f;
+        while (d && (f = readdir(d)) != NULL) {
+            if (!str_ends_with(f->d_name, ".chunk"))
+                continue;
+            struct cache_file cf;
+            snprintf(cf.path, sizeof cf.path, "%s/%s", sub, f->d_name);
+            struct stat sb;
+            if (stat(cf.path, &sb) != 0)
+                continue;
+            cf.mtime = (double)sb.st_mtim.tv_sec;
+            cf.size = (uint64_t)sb.st_size;
+            *total += cf.size;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 256;
+                struct cache_file *v = realloc(*out, nc * sizeof *v);
+                if (!v)
+                    break;
+                *out = v;
+                cap = nc;
+            }
+            (*out)[n++] = cf;
+        }
+        if (d)
+            closedir(d);
+    }
+    closedir(top);
+    return n;
+}
+
+/* Keep the cache under its limit: drop the oldest chunk files. */
+static void cache_trim(struct reader *r, uint64_t incoming)
+{
+    if (r->cache_size + incoming <= r->o.cache_limit)
+        return;
+    struct cache_file *v;
+    uint64_t total;
+    size_t n = cache_scan(r->cache_dir, &v, &total);
+    qsort(v, n, sizeof *v, older_first);
+    uint64_t target = r->o.cache_limit / 10 * 9;
+    for (size_t i = 0; i < n && total + incoming > target; i++)
+        if (unlink(v[i].path) == 0)
+            total -= v[i].size;
+    r->cache_size = total;
+    free(v);
+}
+
+static int cache_read(struct reader *r, const struct chunk *c, uint8_t *dst)
+{
+    char path[STORAGE_URI_MAX + 80];
+    cache_path(r, c, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    int ok = fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == c->len;
+    for (uint64_t done = 0; ok && done < c->len;) {
+        ssize_t k = pread(fd, dst + done, c->len - done, (off_t)done);
+        if (k <= 0)
+            ok = 0;
+        else
+            done += (uint64_t)k;
+    }
+    close(fd);
+    if (ok)
+        utimensat(AT_FDCWD, path, NULL, 0);     /* recently used */
+    return ok;
+}
+
+/* Best effort: a chunk that cannot be cached is simply fetched again. */
+static void cache_write(struct reader *r, const struct chunk *c,
+                        const uint8_t *src)
+{
+    char path[STORAGE_URI_MAX + 80], dir[STORAGE_URI_MAX + 80];
+    char tmp[STORAGE_URI_MAX + 112];
+    cache_path(r, c, path, sizeof path);
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    mkdir(dir, 0755);
+    pthread_mutex_lock(&r->cache_mu);
+    cache_trim(r, c->len);
+    pthread_mutex_unlock(&r->cache_mu);
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)gettid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    int ok = 1;
+    for (uint64_t done = 0; ok && done < c->len;) {
+        ssize_t k = write(fd, src + done, c->len - done);
+        if (k <= 0)
+            ok = 0;
+        else
+            done += (uint64_t)k;
+    }
+    close(fd);
+    if (ok && rename(tmp, path) == 0) {
+        pthread_mutex_lock(&r->cache_mu);
+        r->cache_size += c->len;
+        pthread_mutex_unlock(&r->cache_mu);
+    } else {
+        unlink(tmp);
+    }
+}
+
+/* ---- fetching ---- */
+
+/* Read one chunk's bytes: the cache, else storage with retries. */
+static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
+                             int *from_cache, int *tries)
+{
+    *from_cache = 0;
+    *tries = 0;
+    if (r->cache_dir[0] && cache_read(r, c, dst)) {
+        *from_cache = 1;
+        return SR_OK;
+    }
+    char uri[STORAGE_URI_MAX];
+    SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
+    double delay = r->o.retry_delay_s;
+    sr_status s = SR_OK;
+    for (int a = 0; a < r->o.attempts; a++) {
+        *tries = a + 1;
+        s = storage_read(r->st, uri, c->off, dst, (size_t)c->len);
+        if (s == SR_OK)
+            break;
+        if (a + 1 < r->o.attempts) {
+            log_warn("reading %s bytes %llu-%llu failed (%s); trying again "
+                     "in %.1f s", uri, (unsigned long long)c->off,
+                     (unsigned long long)(c->off + c->len - 1),
+                     sr_errmsg_user(), delay);
+            sleep_s(delay);
+            delay *= 2;
+        }
+    }
+    if (s != SR_OK)
+        return SR_FAIL(s, "%s: bytes %llu-%llu could not be read after %d "
+                       "attempts: %s", uri, (unsigned long long)c->off,
+                       (unsigned long long)(c->off + c->len - 1),
+                       r->o.attempts, sr_errmsg_user());
+    if (r->cache_dir[0])
+        cache_write(r, c, dst);
+    return SR_OK;
+}
+
+static void *fetcher_main(void *arg)
+{
+    struct reader *r = arg;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        while (!r->qhead && !r->stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (r->stop)
+            break;
+        struct chunk *c = r->qhead;
+        r->qhead = c->qnext;
+        if (!r->qhead)
+            r->qtail = NULL;
+        c->state = C_FETCHING;
+        pthread_mutex_unlock(&r->mu);
+
+        uint8_t *buf = malloc(c->len ? c->len : 1);
+        int from_cache = 0, tries = 0;
+        sr_status s = buf ? fetch_chunk(r, c, buf, &from_cache, &tries)
+                          : SR_FAIL(SR_ERR_NOMEM, "out of memory for a "
+                                    "%llu-byte chunk",
+                                    (unsigned long long)c->len);
+        char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
+
+        pthread_mutex_lock(&r->mu);
+        if (s == SR_OK) {
+            c->data = buf;
+            c->state = C_READY;
+            if (from_cache) {
+                r->stats.cache_hits++;
+                r->stats.cache_bytes += c->len;
+            } else {
+                r->stats.requests += (uint64_t)tries;
+                r->stats.bytes_fetched += c->len;
+                r->stats.retries += (uint64_t)(tries - 1);
+            }
+        } else {
+            free(buf);
+            c->state = C_FAILED;
+            c->err = s;
+            c->errmsg = msg;
+        }
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- planning ---- */
+
+/* Header, schema and index of shard s (lock not held). */
+static sr_status load_shard(struct reader *r, uint32_t s,
+                            struct shard_info *si)
+{
+    char uri[STORAGE_URI_MAX];
+    SR_TRY(dataset_shard_uri(r->ds, s, uri, sizeof uri));
+    uint8_t hdr[SHARD_HEADER_BYTES];
+    struct shard_header h;
+    uint64_t size = r->ds->shards[s].bytes;
+    SR_TRY(storage_read(r->st, uri, 0, hdr, sizeof hdr));
+    SR_TRY(shard_parse_header(&h, hdr, size, uri));
+    uint8_t *prefix = malloc((size_t)h.data_off);
+    if (!prefix)
+        return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", uri);
+    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)h.data_off);
+    if (st == SR_OK)
+        st = shard_parse(si, prefix, h.data_off, size, uri);
+    if (st == SR_OK && si->h.nrec != r->ds->shards[s].nrec) {
+        st = SR_FAIL(SR_ERR_FORMAT, "%s: holds %llu records, the dataset "
+                     "index says %llu", uri, (unsigned long long)si->h.nrec,
+                     (unsigned long long)r->ds->shards[s].nrec);
+        shard_info_free(si);
+    } else if (st == SR_OK && !schema_equal(&si->schema, &r->ds->schema)) {
+        st = SR_FAIL(SR_ERR_FORMAT, "%s: its schema differs from the "
+                     "dataset index", uri);
+        shard_info_free(si);
+    }
+    free(prefix);
+    return st;
+}
+
+/* Free chunks the consumer is done with (lock held). */
+static void release_done(struct reader *r)
+{
+    struct chunk **pp = &r->resident;
+    while (*pp) {
+        struct chunk *c = *pp;
+        if (c->last_use >= r->cons_i || c->state == C_QUEUED ||
+            c->state == C_FETCHING) {
+            pp = &c->rnext;
+            continue;
+        }
+        *pp = c->rnext;
+        struct chunk **hp = &r->hash[hash_key(c->shard, c->idx)];
+        while (*hp != c)
+            hp = &(*hp)->hnext;
+        *hp = c->hnext;
+        r->bytes -= c->len;
+        struct shard_slot *ss = &r->shards[c->shard];
+        if (--ss->refs == 0 && ss->loaded) {
+            shard_info_free(&ss->si);
+            ss->loaded = 0;
+        }
+        free(c->data);
+        free(c->errmsg);
+        free(c);
+    }
+}
+
+/* Byte range of chunk idx of a loaded shard. */
+static void chunk_span(const struct reader *r, uint32_t s, uint64_t idx,
+                       uint64_t *off, uint64_t *len)
+{
+    const struct shard_info *si = &r->shards[s].si;
+    uint64_t first = idx * r->per_chunk;
+    uint64_t end = first + r->per_chunk < si->h.nrec ? first + r->per_chunk
+                                                     : si->h.nrec;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint64_t k = first; k < end; k++) {
+        uint64_t o;
+        uint32_t l;
+        shard_record_span(si, k, &o, &l);
+        if (o < lo)
+            lo = o;
+        if (o + l > hi)
+            hi = o + l;
+    }
+    *off = lo;
+    *len = hi - lo;
+}
+
+static void set_fatal(struct reader *r, sr_status s)
+{
+    r->fatal = s;
+    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", sr_errmsg_user());
+    pthread_cond_broadcast(&r->cv);
+}
+
+static void *planner_main(void *arg)
+{
+    struct reader *r = arg;
+    int pending = 0;            /* id/shard/rec below are planned next */
+    uint64_t id = 0, rec = 0;
+    uint32_t shard = 0;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && r->fatal == SR_OK) {
+        release_done(r);
+        if (r->plan_i >= r->count || r->plan_i - r->cons_i >= r->ring_cap) {
+            pthread_cond_wait(&r->cv, &r->mu);
+            continue;
+        }
+        if (!pending) {
+            uint64_t i = r->plan_i;
+            pthread_mutex_unlock(&r->mu);
+            id = r->seq(r->arg, i);
+            pthread_mutex_lock(&r->mu);
+            if (id >= r->ds->nrec) {
+                set_fatal(r, SR_FAIL(SR_ERR_INTERNAL, "request %llu asks for "
+                                     "record %llu of %llu",
+                                     (unsigned long long)i,
+                                     (unsigned long long)id,
+                                     (unsigned long long)r->ds->nrec));
+                break;
+            }
+            shard = dataset_find_shard(r->ds, id);
+            rec = id - r->ds->shards[shard].first;
+            pending = 1;
+        }
+        struct shard_slot *ss = &r->shards[shard];
+        if (!ss->loaded) {
+            struct shard_info si;
+            pthread_mutex_unlock(&r->mu);
+            sr_status s = load_shard(r, shard, &si);
+            pthread_mutex_lock(&r->mu);
+            if (s != SR_OK) {
+                set_fatal(r, s);
+                break;
+            }
+            ss->si = si;
+            ss->loaded = 1;
+        }
+        uint64_t idx = rec / r->per_chunk;
+        struct chunk *c = find_chunk(r, shard, idx);
+        if (!c) {
+            uint64_t off, len;
+            chunk_span(r, shard, idx, &off, &len);
+            release_done(r);    /* the consumer may have moved meanwhile */
+            if (!ss->loaded)
+                continue;       /* that freed this shard's last chunk */
+            /* Room comes as the consumer moves on; but a request of the
+             * batch it is waiting for is always admitted (a batch spread
+             * over more chunks than the window holds would otherwise
+             * wait forever). */
+            if (r->bytes + len > r->o.window_bytes && r->resident &&
+                r->plan_i >= r->want_end) {
+                pthread_cond_wait(&r->cv, &r->mu);
+                continue;
+            }
+            c = calloc(1, sizeof *c);
+            if (!c) {
+                set_fatal(r, SR_FAIL(SR_ERR_NOMEM, "out of memory"));
+                break;
+            }
+            c->shard = shard;
+            c->idx = idx;
+            c->off = off;
+            c->len = len;
+            c->state = C_QUEUED;
+            unsigned h = hash_key(shard, idx);
+            c->hnext = r->hash[h];
+            r->hash[h] = c;
+            c->rnext = r->resident;
+            r->resident = c;
+            if (r->qtail)
+                r->qtail->qnext = c;
+            else
+                r->qhead = c;
+            r->qtail = c;
+            ss->refs++;
+            r->bytes += len;
+            if (r->bytes > r->stats.peak_bytes)
+                r->stats.peak_bytes = r->bytes;
+        }
+        c->last_use = r->plan_i;
+        r->ring[r->plan_i % r->ring_cap] = (struct plan_entry){
+            .c = c, .shard = shard, .rec = rec, .id = id };
+        r->plan_i++;
+        pending = 0;
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- public ---- */
+
+sr_status reader_open(struct reader **out, struct storage *st,
+                      const struct dataset *ds,
+                      const struct reader_opts *opts, reader_seq_fn seq,
+                      void *arg, uint64_t count)
+{
+    struct reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    r->st = st;
+    r->ds = ds;
+    r->o = *opts;
+    if (r->o.window_bytes < (1u << 20))
+        r->o.window_bytes = 1u << 20;
+    if (r->o.chunk_bytes > r->o.window_bytes / 4)
+        r->o.chunk_bytes = r->o.window_bytes / 4;
+    if (r->o.fetchers < 1)
+        r->o.fetchers = 1;
+    if (r->o.attempts < 1)
+        r->o.attempts = 1;
+    r->seq = seq;
+    r->arg = arg;
+    r->count = count;
+    size_t rb = ds->schema.record_bytes;
+    r->per_chunk = r->o.chunk_bytes / rb ? r->o.chunk_bytes / rb : 1;
+    r->ring_cap = r->o.window_bytes / rb;
+    if (r->ring_cap < RING_MIN)
+        r->ring_cap = RING_MIN;
+    if (r->ring_cap > RING_MAX)
+        r->ring_cap = RING_MAX;
+    sr_status s = SR_OK;
+    if (opts->cache_dir && opts->cache_dir[0]) {
+        if (str_copy(r->cache_dir, sizeof r->cache_dir, opts->cache_dir))
+            s = SR_FAIL(SR_ERR_USAGE, "--cache-dir is too long");
+        else if (mkdir(r->cache_dir, 0755) != 0 && errno != EEXIST)
+            s = SR_FAIL(SR_ERR_IO, "%s: cannot create the cache directory: "
+                        "%s", r->cache_dir, strerror(errno));
+    }
+    r->ring = calloc(r->ring_cap, sizeof *r->ring);
+    r->shards = calloc(ds->nshards, sizeof *r->shards);
+    r->fetchers = calloc((size_t)r->o.fetchers, sizeof *r->fetchers);
+    if (s == SR_OK && (!r->ring || !r->shards || !r->fetchers))
+        s = SR_FAIL(SR_ERR_NOMEM, "out of memory for the reader");
+    if (s != SR_OK) {
+        free(r->ring);
+        free(r->shards);
+        free(r->fetchers);
+        free(r);
+        return s;
+    }
+    if (r->cache_dir[0]) {
+        struct cache_file *v;
+        cache_scan(r->cache_dir, &v, &r->cache_size);
+        free(v);
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->cache_mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->started = pthread_create(&r->planner, NULL, planner_main, r) == 0;
+    for (int i = 0; r->started && i < r->o.fetchers; i++) {
+        if (pthread_create(&r->fetchers[i], NULL, fetcher_main, r) != 0)
+            break;
+        r->nfetchers++;
+    }
+    if (!r->started || r->nfetchers == 0) {
+        reader_close(r);
+        return SR_FAIL(SR_ERR_NOMEM, "cannot start the reader's threads");
+    }
+    *out = r;
+    return SR_OK;
+}
+
+sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
+                      uint64_t *ids)
+{
+    double t0 = now_s();
+    sr_status s = SR_OK;
+    pthread_mutex_lock(&r->mu);
+    if (n > r->ring_cap)
+        s = SR_FAIL(SR_ERR_INTERNAL, "reader: %zu requests at once, ring "
+                    "holds %llu", n, (unsigned long long)r->ring_cap);
+    if (s == SR_OK && r->held_end + n > r->count)
+        s = SR_FAIL(SR_ERR_INTERNAL, "reader: asked past the %llu planned "
+                    "requests", (unsigned long long)r->count);
+    if (s == SR_OK) {
+        r->cons_i = r->held_end;    /* the previous batch is released */
+        r->want_end = r->held_end + n;
+        pthread_cond_broadcast(&r->cv);
+    }
+    uint64_t start = r->cons_i;
+    for (size_t k = 0; s == SR_OK && k < n; k++) {
+        uint64_t i = start + k;
+        while (r->plan_i <= i && r->fatal == SR_OK)
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (r->plan_i <= i) {
+            s = SR_FAIL(r->fatal, "%s", r->fatal_msg);
+            break;
+        }
+        struct plan_entry *e = &r->ring[i % r->ring_cap];
+        while (e->c->state == C_QUEUED || e->c->state == C_FETCHING)
+            pthread_cond_wait(&r->cv, &r->mu);
+        if (e->c->state == C_FAILED) {
+            s = SR_FAIL(e->c->err, "%s", e->c->errmsg ? e->c->errmsg
+                        : "chunk read failed");
+            break;
+        }
+        uint64_t off;
+        uint32_t len;
+        shard_record_span(&r->shards[e->shard].si, e->rec, &off, &len);
+        recs[k] = e->c->data + (off - e->c->off);
+        ids[k] = e->id;
+    }
+    if (s == SR_OK)
+        r->held_end = start + n;
+    r->stats.wait_s += now_s() - t0;
+    pthread_mutex_unlock(&r->mu);
+    /* check every record against its CRC; the chunks stay while held */
+    for (size_t k = 0; s == SR_OK && k < n; k++) {
+        const struct plan_entry *e = &r->ring[(start + k) % r->ring_cap];
+        char uri[STORAGE_URI_MAX];
+        s = dataset_shard_uri(r->ds, e->shard, uri, sizeof uri);
+        if (s == SR_OK)
+            s = shard_check_record(&r->shards[e->shard].si, e->rec, recs[k],
+                                   uri);
+    }
+    if (s == SR_OK) {
+        pthread_mutex_lock(&r->mu);
+        r->stats.records += n;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return s;
+}
+
+void reader_get_stats(struct reader *r, struct reader_stats *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->stats;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void reader_close(struct reader *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->started)
+        pthread_join(r->planner, NULL);
+    for (int i = 0; i < r->nfetchers; i++)
+        pthread_join(r->fetchers[i], NULL);
+    for (struct chunk *c = r->resident, *next; c; c = next) {
+        next = c->rnext;
+        free(c->data);
+        free(c->errmsg);
+        free(c);
+    }
+    for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
+        if (r->shards[s].loaded)
+            shard_info_free(&r->shards[s].si);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->cache_mu);
+    free(r->ring);
+    free(r->shards);
+    free(r->fetchers);
+    free(r);
+}

@@ -1,0 +1,287 @@
+/*
+ * test_reader.c: the streaming reader over file:// shards. Records come
+ * out in the consumer's order with the right bytes; a window far smaller
+ * than the dataset holds (resident bytes stay within it); rank slices
+ * together cover the global sequence; a flipped byte or a shard that
+ * disappears fails with the object and offset named; a cache directory
+ * serves a second pass without touching storage.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/reader.h"
+#include "data/sampler.h"
+
+#define NREC 20000
+#define RB 517          /* odd record size: chunk edges fall mid-record */
+
+static char dir[64];
+static char uri[128];
+static struct storage *st;
+static struct dataset ds;
+static uint8_t *truth;      /* all records, in id order */
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/spotrun-test-reader-XXXXXX");
+    if (!mkdtemp(dir) || storage_open(&st) != SR_OK)
+        return -1;
+    snprintf(uri, sizeof uri, "%s/ds", dir);
+    struct shard_schema s = { 0 };
+    uint32_t shape[1] = { RB - 1 };
+    if (schema_add(&s, "x", DT_UINT8, 1, shape) != SR_OK ||
+        schema_add(&s, "y", DT_UINT8, 0, NULL) != SR_OK)
+        return -1;
+    s.f[1].num_classes = 7;
+    truth = malloc((size_t)NREC * RB);
+    for (size_t i = 0; i < (size_t)NREC * RB; i++)
+        truth[i] = (uint8_t)((i * 2654435761u) >> 13);
+    for (size_t i = 0; i < NREC; i++)
+        truth[i * RB + RB - 1] = (uint8_t)(i % 7);
+    struct dataset_writer *w;
+    if (dataset_writer_open(&w, st, uri, &s, 1u << 20) != SR_OK ||
+        dataset_writer_add(w, truth, NREC) != SR_OK ||
+        dataset_writer_finish(w, NULL, NULL) != SR_OK)
+        return -1;
+    return dataset_open(&ds, st, uri) == SR_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    dataset_close(&ds);
+    storage_close(st);
+    free(truth);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+struct slice_seq {
+    struct sampler *s;
+    uint64_t batch, local;
+    int rank, world;
+};
+
+/* rank's requests: its slice of every global batch of the epoch */
+static uint64_t slice_at(void *arg, uint64_t i)
+{
+    struct slice_seq *q = arg;
+    uint64_t step = i / q->local, k = i % q->local;
+    return sampler_at(q->s, sampler_slice_start(step, q->batch, q->rank,
+                                                q->world) + k);
+}
+
+static void small_opts(struct reader_opts *o)
+{
+    reader_default_opts(o);
+    o->window_bytes = 1u << 20;     /* a tenth of the dataset */
+    o->chunk_bytes = 64u << 10;
+    o->fetchers = 3;
+}
+
+/* Read `count` requests in batches of n; check bytes and order. */
+static void drain(struct reader *r, struct slice_seq *q, uint64_t count,
+                  size_t n, uint64_t *seen)
+{
+    const uint8_t *recs[256];
+    uint64_t ids[256];
+    for (uint64_t i = 0; i < count; i += n) {
+        assert_int_equal(reader_next(r, n, recs, ids), SR_OK);
+        for (size_t k = 0; k < n; k++) {
+            assert_int_equal(ids[k], slice_at(q, i + k));
+            assert_memory_equal(recs[k], truth + ids[k] * RB, RB);
+            if (seen)
+                seen[ids[k]]++;
+        }
+    }
+}
+
+static void test_reader__order_bytes_and_window(void **state)
+{
+    (void)state;
+    assert_true(ds.nshards >= 8);
+    struct sampler s;
+    uint64_t *counts = malloc(ds.nshards * sizeof *counts);
+    for (uint32_t i = 0; i < ds.nshards; i++)
+        counts[i] = ds.shards[i].nrec;
+    /* a block of 1000 records (~0.5 MiB) fits the 1 MiB window */
+    assert_int_equal(sampler_init(&s, counts, ds.nshards, 9, 1000, 1), SR_OK);
+    struct sampler ref;
+    assert_int_equal(sampler_init(&ref, counts, ds.nshards, 9, 1000, 1),
+                     SR_OK);
+    sampler_set_epoch(&s, 2);
+    sampler_set_epoch(&ref, 2);
+    struct slice_seq q = { &s, 100, 100, 0, 1 };
+    struct slice_seq qref = { &ref, 100, 100, 0, 1 };
+    struct reader_opts o;
+    small_opts(&o);
+    struct reader *r;
+    uint64_t count = NREC / 100 * 100;
+    assert_int_equal(reader_open(&r, st, &ds, &o, slice_at, &q, count),
+                     SR_OK);
+    uint64_t *seen = calloc(NREC, sizeof *seen);
+    drain(r, &qref, count, 100, seen);
+    for (uint64_t i = 0; i < NREC; i++)
+        assert_int_equal(seen[i], 1);
+    struct reader_stats rs;
+    reader_get_stats(r, &rs);
+    print_message("fetched %llu bytes in %llu requests, peak %llu bytes "
+                  "resident\n", (unsigned long long)rs.bytes_fetched,
+                  (unsigned long long)rs.requests,
+                  (unsigned long long)rs.peak_bytes);
+    assert_true(rs.peak_bytes <= o.window_bytes);
+    assert_true(rs.bytes_fetched >= (uint64_t)NREC * RB);
+    assert_true(rs.requests < rs.bytes_fetched / 8192);  /* coalesced */
+    assert_int_equal(rs.records, count);
+    reader_close(r);
+    free(seen);
+    free(counts);
+    sampler_free(&s);
+    sampler_free(&ref);
+}
+
+static void test_reader__rank_slices_cover_the_sequence(void **state)
+{
+    (void)state;
+    uint64_t *counts = malloc(ds.nshards * sizeof *counts);
+    for (uint32_t i = 0; i < ds.nshards; i++)
+        counts[i] = ds.shards[i].nrec;
+    uint64_t *seen = calloc(NREC, sizeof *seen);
+    struct reader_opts o;
+    small_opts(&o);
+    const uint64_t batch = 96, steps = NREC / batch;
+    for (int rank = 0; rank < 3; rank++) {
+        struct sampler s, ref;
+        assert_int_equal(sampler_init(&s, counts, ds.nshards, 4, 1 << 20,
+                                      1), SR_OK);
+        assert_int_equal(sampler_init(&ref, counts, ds.nshards, 4, 1 << 20,
+                                      1), SR_OK);
+        struct slice_seq q = { &s, batch, batch / 3, rank, 3 };
+        struct slice_seq qref = { &ref, batch, batch / 3, rank, 3 };
+        struct reader *r;
+        /* a full shuffle: a batch touches more chunks than the window
+         * holds, which the reader must still serve */
+        assert_int_equal(reader_open(&r, st, &ds, &o, slice_at, &q,
+                                     steps * (batch / 3)), SR_OK);
+        drain(r, &qref, steps * (batch / 3), batch / 3, seen);
+        reader_close(r);
+        sampler_free(&s);
+        sampler_free(&ref);
+    }
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < NREC; i++) {
+        assert_true(seen[i] <= 1);
+        total += seen[i];
+    }
+    assert_int_equal(total, steps * batch);
+    free(seen);
+    free(counts);
+}
+
+static uint64_t identity(void *arg, uint64_t i)
+{
+    (void)arg;
+    return i;
+}
+
+static void test_reader__corruption_and_loss_are_named(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", uri, ds.shards[3].name);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, -100, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -100, SEEK_END);
+    fputc(c ^ 0x55, f);
+    fclose(f);
+    struct reader_opts o;
+    small_opts(&o);
+    o.attempts = 2;
+    o.retry_delay_s = 0.01;
+    struct reader *r;
+    assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, NREC),
+                     SR_OK);
+    const uint8_t *recs[200];
+    uint64_t ids[200];
+    sr_status s = SR_OK;
+    for (uint64_t i = 0; i < NREC && s == SR_OK; i += 200)
+        s = reader_next(r, 200, recs, ids);
+    assert_int_equal(s, SR_ERR_FORMAT);
+    assert_non_null(strstr(sr_errmsg(), ds.shards[3].name));
+    assert_non_null(strstr(sr_errmsg(), "checksum mismatch"));
+    assert_non_null(strstr(sr_errmsg(), "at byte"));
+    reader_close(r);
+    f = fopen(path, "r+b");             /* mend it */
+    assert_non_null(f);
+    fseek(f, -100, SEEK_END);
+    fputc(c, f);
+    fclose(f);
+
+    /* a shard that vanishes after the run started */
+    snprintf(path, sizeof path, "%s/%s", uri, ds.shards[6].name);
+    assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, NREC),
+                     SR_OK);
+    assert_int_equal(reader_next(r, 200, recs, ids), SR_OK);
+    unlink(path);
+    s = SR_OK;
+    for (uint64_t i = 200; i < NREC && s == SR_OK; i += 200)
+        s = reader_next(r, 200, recs, ids);
+    assert_int_not_equal(s, SR_OK);
+    print_message("%s\n", sr_errmsg_user());
+    assert_non_null(strstr(sr_errmsg(), ds.shards[6].name));
+    reader_close(r);
+}
+
+static void test_reader__cache_serves_the_second_pass(void **state)
+{
+    (void)state;
+    char cache[128];
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    struct reader_opts o;
+    small_opts(&o);
+    o.cache_dir = cache;
+    uint64_t fetched[2], hits[2];
+    for (int pass = 0; pass < 2; pass++) {
+        struct reader *r;
+        assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, NREC),
+                         SR_OK);
+        const uint8_t *recs[250];
+        uint64_t ids[250];
+        for (uint64_t i = 0; i < NREC; i += 250) {
+            assert_int_equal(reader_next(r, 250, recs, ids), SR_OK);
+            assert_memory_equal(recs[7], truth + (i + 7) * RB, RB);
+        }
+        struct reader_stats rs;
+        reader_get_stats(r, &rs);
+        fetched[pass] = rs.bytes_fetched;
+        hits[pass] = rs.cache_hits;
+        reader_close(r);
+    }
+    assert_true(fetched[0] >= (uint64_t)NREC * RB);
+    assert_int_equal(hits[0], 0);
+    assert_int_equal(fetched[1], 0);
+    assert_true(hits[1] > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reader__order_bytes_and_window),
+        cmocka_unit_test(test_reader__rank_slices_cover_the_sequence),
+        cmocka_unit_test(test_reader__cache_serves_the_second_pass),
+        cmocka_unit_test(test_reader__corruption_and_loss_are_named),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
