@@ -92,6 +92,8 @@ static sr_status write_meta(struct h5img *h, const struct ckpt_meta *mt,
     SR_TRY(h5img_attr_i64(h, "/", "position", &mt->position, 1));
     SR_TRY(h5img_attr_i64(h, "/", "world_size", &mt->world_size, 1));
     SR_TRY(h5img_attr_i64(h, "/", "global_batch", &mt->global_batch, 1));
+    int64_t block = (int64_t)mt->shuffle_block;
+    SR_TRY(h5img_attr_i64(h, "/", "shuffle_block", &block, 1));
     SR_TRY(h5img_attr_str(h, "/", "model", "mlp"));
     SR_TRY(h5img_attr_i64(h, "/", "layer_sizes", dims,
                           (size_t)mt->shape.nlayers + 1));
@@ -111,7 +113,7 @@ static sr_status write_meta(struct h5img *h, const struct ckpt_meta *mt,
     SR_TRY(h5img_write_u64(h, "rng/seed", rng, 1));
     SR_TRY(h5img_attr_str(h, "/rng", "algorithm",
                           "xoshiro256** seeded by splitmix64; streams "
-                          "derived from (seed, epoch, block)"));
+                          "derived from (seed, epoch, shuffle block)"));
     return SR_OK;
 }
 
@@ -169,6 +171,10 @@ sr_status ckpt_read_meta(struct ckpt_meta *mt, const void *img, size_t len,
         s = h5img_get_attr_i64(h, "/", "world_size", &mt->world_size, 1);
     if (s == SR_OK)
         s = h5img_get_attr_i64(h, "/", "global_batch", &mt->global_batch, 1);
+    int64_t block = 0;
+    if (s == SR_OK)
+        s = h5img_get_attr_i64(h, "/", "shuffle_block", &block, 1);
+    mt->shuffle_block = (uint64_t)block;
     if (s == SR_OK)
         s = h5img_get_attr_str(h, "/", "optimizer", &opt);
     if (s == SR_OK) {

@@ -36,6 +36,7 @@ struct ckpt_meta {
     int64_t world_size;
     int64_t global_batch;
     uint64_t seed;
+    uint64_t shuffle_block;     /* records; part of the data order */
     enum optim_kind optim;
     struct mlp shape;
     uint64_t dataset_records;

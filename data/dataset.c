@@ -1,6 +1,6 @@
 /*
- * dataset.c: the dataset index (index.json), whole-dataset loading with
- * verification, and the shard-cutting writer used by `spotrun data`.
+ * dataset.c: the dataset index (index.json), whole-shard verification,
+ * and the shard-cutting writer used by `spotrun data`.
  */
 #include "dataset.h"
 
@@ -202,39 +202,6 @@ sr_status dataset_verify_shard(const struct dataset *ds, struct storage *st,
         shard_info_free(&si);
     buf_free(&body);
     return s;
-}
-
-sr_status dataset_load(const struct dataset *ds, struct storage *st,
-                       uint8_t **out)
-{
-    size_t rb = ds->schema.record_bytes;
-    uint8_t *all = malloc(ds->nrec > 0 ? ds->nrec * rb : 1);
-    if (!all)
-        return SR_FAIL(SR_ERR_NOMEM, "out of memory loading %llu records",
-                       (unsigned long long)ds->nrec);
-    struct sr_buf body = { 0 };
-    sr_status s = SR_OK;
-    for (uint32_t i = 0; i < ds->nshards && s == SR_OK; i++) {
-        struct shard_info si;
-        s = read_shard(ds, st, i, &body, &si);
-        if (s != SR_OK)
-            break;
-        uint8_t *dst = all + ds->shards[i].first * rb;
-        for (uint64_t r = 0; r < si.h.nrec; r++) {
-            uint64_t off;
-            uint32_t len;
-            shard_record_span(&si, r, &off, &len);
-            memcpy(dst + r * rb, body.data + off, rb);
-        }
-        shard_info_free(&si);
-    }
-    buf_free(&body);
-    if (s != SR_OK) {
-        free(all);
-        return s;
-    }
-    *out = all;
-    return SR_OK;
 }
 
 /* ---- writer ---- */

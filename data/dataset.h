@@ -4,8 +4,8 @@
  * exists only once its index does. The URI may name the prefix or the index
  * object itself (.../index.json).
  *
- * dataset_open() reads the index only; records are read by the loader in
- * this module (whole dataset into memory) or by the streaming reader.
+ * dataset_open() reads the index only; records are read by the streaming
+ * reader (reader.h), whole shards by dataset_verify_shard().
  * dataset_writer cuts records into shards of a target size and writes the
  * index at the end.
  */
@@ -48,12 +48,6 @@ sr_status dataset_shard_uri(const struct dataset *ds, uint32_t i, char *out,
                             size_t cap) SR_MUST_USE;
 /* Which shard holds global record id gid (binary search). */
 uint32_t dataset_find_shard(const struct dataset *ds, uint64_t gid);
-
-/* Read, verify and concatenate every record: out gets nrec x record_bytes
- * bytes (caller frees). Every header, index and record checksum is checked;
- * a mismatch names the shard, the byte offset and what failed. */
-sr_status dataset_load(const struct dataset *ds, struct storage *st,
-                       uint8_t **out) SR_MUST_USE;
 
 /* Verify one shard completely: size and record count against the index,
  * header, schema, index and every record checksum. */

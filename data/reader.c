@@ -7,8 +7,9 @@
  *             it for fetching, and writes a plan entry per request into a
  *             ring the consumer reads. A chunk's last_use is the last
  *             planned request that needs it.
- *   fetchers  take queued chunks and read their byte range (from the local
- *             cache or storage, with retries) into a buffer.
+ *   fetchers  take queued chunks, read their byte range (from the local
+ *             cache or storage, with retries) into a buffer and check every
+ *             record's CRC; a chunk that fails either is marked failed.
  *   consumer  reader_next() takes the next n plan entries, waits for their
  *             chunks, and returns pointers into the chunk buffers.
  *
@@ -43,6 +44,7 @@ enum chunk_state { C_QUEUED, C_FETCHING, C_READY, C_FAILED };
 struct chunk {
     uint32_t shard;
     uint64_t idx;               /* chunk number within the shard */
+    uint64_t first, end;        /* its records [first, end) of the shard */
     uint64_t off, len;          /* byte range in the object */
     uint8_t *data;
     enum chunk_state state;
@@ -334,6 +336,24 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
     return SR_OK;
 }
 
+/* Check every record of a landed chunk against its CRC, once, off the
+ * consumer's path. The shard's index stays loaded while the chunk is
+ * resident. */
+static sr_status verify_chunk(struct reader *r, const struct chunk *c,
+                              const uint8_t *data)
+{
+    const struct shard_info *si = &r->shards[c->shard].si;
+    char uri[STORAGE_URI_MAX];
+    SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
+    for (uint64_t k = c->first; k < c->end; k++) {
+        uint64_t off;
+        uint32_t len;
+        shard_record_span(si, k, &off, &len);
+        SR_TRY(shard_check_record(si, k, data + (off - c->off), uri));
+    }
+    return SR_OK;
+}
+
 static void *fetcher_main(void *arg)
 {
     struct reader *r = arg;
@@ -356,6 +376,8 @@ static void *fetcher_main(void *arg)
                           : SR_FAIL(SR_ERR_NOMEM, "out of memory for a "
                                     "%llu-byte chunk",
                                     (unsigned long long)c->len);
+        if (s == SR_OK)
+            s = verify_chunk(r, c, buf);
         char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
 
         pthread_mutex_lock(&r->mu);
@@ -443,12 +465,12 @@ static void release_done(struct reader *r)
     }
 }
 
-/* Byte range of chunk idx of a loaded shard. */
-static void chunk_span(const struct reader *r, uint32_t s, uint64_t idx,
-                       uint64_t *off, uint64_t *len)
+/* Records and byte range of chunk c (shard and idx set) of a loaded
+ * shard. */
+static void chunk_span(const struct reader *r, struct chunk *c)
 {
-    const struct shard_info *si = &r->shards[s].si;
-    uint64_t first = idx * r->per_chunk;
+    const struct shard_info *si = &r->shards[c->shard].si;
+    uint64_t first = c->idx * r->per_chunk;
     uint64_t end = first + r->per_chunk < si->h.nrec ? first + r->per_chunk
                                                      : si->h.nrec;
     uint64_t lo = UINT64_MAX, hi = 0;
@@ -461,8 +483,10 @@ static void chunk_span(const struct reader *r, uint32_t s, uint64_t idx,
         if (o + l > hi)
             hi = o + l;
     }
-    *off = lo;
-    *len = hi - lo;
+    c->first = first;
+    c->end = end;
+    c->off = lo;
+    c->len = hi - lo;
 }
 
 static void set_fatal(struct reader *r, sr_status s)
@@ -472,97 +496,126 @@ static void set_fatal(struct reader *r, sr_status s)
     pthread_cond_broadcast(&r->cv);
 }
 
+#define PLAN_BATCH 512
+
 static void *planner_main(void *arg)
 {
     struct reader *r = arg;
-    int pending = 0;            /* id/shard/rec below are planned next */
-    uint64_t id = 0, rec = 0;
-    uint32_t shard = 0;
+    /* ids of the next requests, computed without the lock; entries
+     * [pj, pn) of these are still to be planned */
+    uint64_t ids[PLAN_BATCH], recs[PLAN_BATCH];
+    uint32_t shards[PLAN_BATCH];
+    size_t pj = 0, pn = 0;
+    uint64_t released_at = UINT64_MAX;
     pthread_mutex_lock(&r->mu);
     while (!r->stop && r->fatal == SR_OK) {
-        release_done(r);
-        if (r->plan_i >= r->count || r->plan_i - r->cons_i >= r->ring_cap) {
-            pthread_cond_wait(&r->cv, &r->mu);
-            continue;
+        if (r->cons_i != released_at) {
+            release_done(r);
+            released_at = r->cons_i;
         }
-        if (!pending) {
-            uint64_t i = r->plan_i;
-            pthread_mutex_unlock(&r->mu);
-            id = r->seq(r->arg, i);
-            pthread_mutex_lock(&r->mu);
-            if (id >= r->ds->nrec) {
-                set_fatal(r, SR_FAIL(SR_ERR_INTERNAL, "request %llu asks for "
-                                     "record %llu of %llu",
-                                     (unsigned long long)i,
-                                     (unsigned long long)id,
-                                     (unsigned long long)r->ds->nrec));
-                break;
-            }
-            shard = dataset_find_shard(r->ds, id);
-            rec = id - r->ds->shards[shard].first;
-            pending = 1;
-        }
-        struct shard_slot *ss = &r->shards[shard];
-        if (!ss->loaded) {
-            struct shard_info si;
-            pthread_mutex_unlock(&r->mu);
-            sr_status s = load_shard(r, shard, &si);
-            pthread_mutex_lock(&r->mu);
-            if (s != SR_OK) {
-                set_fatal(r, s);
-                break;
-            }
-            ss->si = si;
-            ss->loaded = 1;
-        }
-        uint64_t idx = rec / r->per_chunk;
-        struct chunk *c = find_chunk(r, shard, idx);
-        if (!c) {
-            uint64_t off, len;
-            chunk_span(r, shard, idx, &off, &len);
-            release_done(r);    /* the consumer may have moved meanwhile */
-            if (!ss->loaded)
-                continue;       /* that freed this shard's last chunk */
-            /* Room comes as the consumer moves on; but a request of the
-             * batch it is waiting for is always admitted (a batch spread
-             * over more chunks than the window holds would otherwise
-             * wait forever). */
-            if (r->bytes + len > r->o.window_bytes && r->resident &&
-                r->plan_i >= r->want_end) {
+        uint64_t room = r->ring_cap - (r->plan_i - r->cons_i);
+        if (pj == pn) {
+            uint64_t left = r->count - r->plan_i;
+            uint64_t k = left < room ? left : room;
+            if (k > PLAN_BATCH)
+                k = PLAN_BATCH;
+            if (k == 0) {
                 pthread_cond_wait(&r->cv, &r->mu);
                 continue;
             }
-            c = calloc(1, sizeof *c);
-            if (!c) {
-                set_fatal(r, SR_FAIL(SR_ERR_NOMEM, "out of memory"));
+            uint64_t first = r->plan_i;
+            pthread_mutex_unlock(&r->mu);
+            sr_status bad = SR_OK;
+            for (uint64_t j = 0; j < k; j++) {
+                uint64_t id = r->seq(r->arg, first + j);
+                if (id >= r->ds->nrec) {
+                    bad = SR_FAIL(SR_ERR_INTERNAL, "request %llu asks for "
+                                  "record %llu of %llu",
+                                  (unsigned long long)(first + j),
+                                  (unsigned long long)id,
+                                  (unsigned long long)r->ds->nrec);
+                    break;
+                }
+                ids[j] = id;
+                shards[j] = dataset_find_shard(r->ds, id);
+                recs[j] = id - r->ds->shards[shards[j]].first;
+            }
+            pthread_mutex_lock(&r->mu);
+            if (bad != SR_OK) {
+                set_fatal(r, bad);
                 break;
             }
-            c->shard = shard;
-            c->idx = idx;
-            c->off = off;
-            c->len = len;
-            c->state = C_QUEUED;
-            unsigned h = hash_key(shard, idx);
-            c->hnext = r->hash[h];
-            r->hash[h] = c;
-            c->rnext = r->resident;
-            r->resident = c;
-            if (r->qtail)
-                r->qtail->qnext = c;
-            else
-                r->qhead = c;
-            r->qtail = c;
-            ss->refs++;
-            r->bytes += len;
-            if (r->bytes > r->stats.peak_bytes)
-                r->stats.peak_bytes = r->bytes;
+            pj = 0;
+            pn = (size_t)k;
         }
-        c->last_use = r->plan_i;
-        r->ring[r->plan_i % r->ring_cap] = (struct plan_entry){
-            .c = c, .shard = shard, .rec = rec, .id = id };
-        r->plan_i++;
-        pending = 0;
-        pthread_cond_broadcast(&r->cv);
+        /* plan entries until the batch is done or something must wait */
+        size_t planned = 0;
+        while (pj < pn) {
+            if (r->plan_i - r->cons_i >= r->ring_cap)
+                break;
+            uint32_t shard = shards[pj];
+            struct shard_slot *ss = &r->shards[shard];
+            if (!ss->loaded) {
+                struct shard_info si;
+                pthread_mutex_unlock(&r->mu);
+                sr_status st = load_shard(r, shard, &si);
+                pthread_mutex_lock(&r->mu);
+                if (st != SR_OK) {
+                    set_fatal(r, st);
+                    break;
+                }
+                ss->si = si;
+                ss->loaded = 1;
+            }
+            uint64_t idx = recs[pj] / r->per_chunk;
+            struct chunk *c = find_chunk(r, shard, idx);
+            if (!c) {
+                struct chunk geo = { .shard = shard, .idx = idx };
+                chunk_span(r, &geo);
+                /* Room comes as the consumer moves on; but a request of
+                 * the batch it is waiting for is always admitted (a batch
+                 * spread over more chunks than the window holds would
+                 * otherwise wait forever). */
+                if (r->bytes + geo.len > r->o.window_bytes && r->resident &&
+                    r->plan_i >= r->want_end)
+                    break;
+                c = calloc(1, sizeof *c);
+                if (!c) {
+                    set_fatal(r, SR_FAIL(SR_ERR_NOMEM, "out of memory"));
+                    break;
+                }
+                *c = geo;
+                c->state = C_QUEUED;
+                unsigned h = hash_key(shard, idx);
+                c->hnext = r->hash[h];
+                r->hash[h] = c;
+                c->rnext = r->resident;
+                r->resident = c;
+                if (r->qtail)
+                    r->qtail->qnext = c;
+                else
+                    r->qhead = c;
+                r->qtail = c;
+                ss->refs++;
+                r->bytes += c->len;
+                if (r->bytes > r->stats.peak_bytes)
+                    r->stats.peak_bytes = r->bytes;
+            }
+            c->last_use = r->plan_i;
+            r->ring[r->plan_i % r->ring_cap] = (struct plan_entry){
+                .c = c, .shard = shard, .rec = recs[pj], .id = ids[pj] };
+            r->plan_i++;
+            pj++;
+            planned++;
+        }
+        if (r->fatal != SR_OK)
+            break;
+        if (planned) {
+            pthread_cond_broadcast(&r->cv);
+        } else if (pj < pn) {
+            /* blocked on the window or the ring: wait for the consumer */
+            pthread_cond_wait(&r->cv, &r->mu);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
@@ -684,21 +737,9 @@ sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
     if (s == SR_OK)
         r->held_end = start + n;
     r->stats.wait_s += now_s() - t0;
-    pthread_mutex_unlock(&r->mu);
-    /* check every record against its CRC; the chunks stay while held */
-    for (size_t k = 0; s == SR_OK && k < n; k++) {
-        const struct plan_entry *e = &r->ring[(start + k) % r->ring_cap];
-        char uri[STORAGE_URI_MAX];
-        s = dataset_shard_uri(r->ds, e->shard, uri, sizeof uri);
-        if (s == SR_OK)
-            s = shard_check_record(&r->shards[e->shard].si, e->rec, recs[k],
-                                   uri);
-    }
-    if (s == SR_OK) {
-        pthread_mutex_lock(&r->mu);
+    if (s == SR_OK)
         r->stats.records += n;
-        pthread_mutex_unlock(&r->mu);
-    }
+    pthread_mutex_unlock(&r->mu);
     return s;
 }
 

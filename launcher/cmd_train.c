@@ -21,15 +21,6 @@ static int wants_help(int argc, char **argv)
     return 0;
 }
 
-/* Input problems are the same on every rank: one report is enough. */
-static void report(const struct comm *c, sr_status s)
-{
-    int input = s == SR_ERR_USAGE || s == SR_ERR_FORMAT ||
-                s == SR_ERR_NOT_FOUND;
-    if (c->rank == 0 || !input)
-        log_status(s);
-}
-
 int cmd_train(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -45,6 +36,7 @@ int cmd_train(int argc, char **argv)
     struct comm c;
     static struct config_state cs;
     char *json = NULL;
+    int quiet = 0;
     sr_status s = comm_init(&c);
     if (s == SR_OK) {
         log_set_rank(c.rank, c.size);
@@ -67,9 +59,11 @@ int cmd_train(int argc, char **argv)
         config_print(&cs, stdout);
     }
     if (s == SR_OK)
-        s = train_run(&cs.cfg, json, &c);
-    if (s != SR_OK)
-        report(&c, s);
+        s = train_run(&cs.cfg, json, &c, &quiet);
+    else if (c.rank != 0)
+        quiet = 1;      /* flags and files are the same on every rank */
+    if (s != SR_OK && !quiet)
+        log_status(s);
     free(json);
     comm_free(&c);
     MPI_Finalize();

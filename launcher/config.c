@@ -17,7 +17,8 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
-enum opt_type { T_STR, T_URI, T_INT, T_U64, T_F64, T_LIST, T_CHOICE, T_BOOL };
+enum opt_type { T_STR, T_URI, T_INT, T_U64, T_F64, T_LIST, T_CHOICE, T_BOOL,
+                T_SIZE };
 
 struct opt {
     const char *name;
@@ -64,8 +65,18 @@ static const struct opt opts[] = {
     { "eps", T_F64, F(eps), "1e-08", 1e-30, 1, NULL, "AdamW epsilon" },
     { "seed", T_U64, F(seed), "42", 0, 0, NULL,
       "seed for initialisation and data order" },
-    { "shuffle-block", T_U64, F(shuffle_block), "262144", 1, 4294967295.0,
-      NULL, "records per shuffle block (block shuffle within this window)" },
+    { "shuffle-block", T_U64, F(shuffle_block), "0", 0, 4294967295.0,
+      NULL, "records per shuffle block; 0 = as many as fill 128 MiB" },
+    { "read-ahead", T_SIZE, F(read_ahead), "256MiB", 1048576, 1.1e12, NULL,
+      "bytes of data held and fetched ahead of training" },
+    { "read-chunk", T_SIZE, F(read_chunk), "8MiB", 4096, 1.1e9, NULL,
+      "bytes per ranged read (neighbouring records coalesced)" },
+    { "read-concurrency", T_INT, F(read_concurrency), "8", 1, 256, NULL,
+      "ranged reads in flight" },
+    { "cache-dir", T_STR, F(cache_dir), "", 0, 0, NULL,
+      "local directory caching fetched data across epochs; empty = none" },
+    { "cache-limit", T_SIZE, F(cache_limit), "10GiB", 0, 1.8e19, NULL,
+      "bytes the cache directory may hold" },
     { "device", T_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
       "where the math runs" },
     { "threads", T_INT, F(threads), "0", 0, 4096, NULL,
@@ -248,6 +259,18 @@ static sr_status set_value(struct train_config *cfg, const struct opt *o,
     }
     case T_LIST:
         return set_list(cfg->hidden, &cfg->nhidden, v, o, origin);
+    case T_SIZE: {
+        uint64_t x;
+        if (parse_size(&x, v))
+            return SR_FAIL(SR_ERR_USAGE, "%s: '%s' is not a size (e.g. "
+                           "256MiB, 8M, 1G, 4096)", origin, v);
+        if ((double)x < o->min || (double)x > o->max)
+            return SR_FAIL(SR_ERR_USAGE, "%s must be in [%.0f, %.0f] bytes "
+                           "(got %llu)", origin, o->min, o->max,
+                           (unsigned long long)x);
+        memcpy(field, &x, sizeof x);
+        return SR_OK;
+    }
     case T_BOOL: {
         int b = parse_bool(v);
         if (b < 0)
@@ -509,6 +532,7 @@ static void format_value(const struct train_config *cfg, const struct opt *o,
         snprintf(out, cap, "%lld", (long long)i);
         break;
     case T_U64:
+    case T_SIZE:
         memcpy(&u, field, sizeof u);
         snprintf(out, cap, "%llu", (unsigned long long)u);
         break;
@@ -566,6 +590,7 @@ char *config_to_json(const struct config_state *cs)
             v = json_integer(x);
             break;
         case T_U64:
+        case T_SIZE:
             memcpy(&u, field, sizeof u);
             v = json_integer((json_int_t)u);
             break;
@@ -603,7 +628,9 @@ void config_usage(FILE *f)
                  opts[i].type == T_F64 ? "F" : opts[i].type == T_LIST ? "N,N"
                  : opts[i].type == T_CHOICE ? opts[i].choices
                  : opts[i].type == T_URI ? "URI"
-                 : opts[i].type == T_BOOL ? "[true|false]" : "N");
+                 : opts[i].type == T_BOOL ? "[true|false]"
+                 : opts[i].type == T_SIZE ? "BYTES"
+                 : opts[i].type == T_STR ? "DIR" : "N");
         fprintf(f, "  %-34s %s", arg, opts[i].help);
         if (opts[i].def[0])
             fprintf(f, " [%s]", opts[i].def);

@@ -6,8 +6,8 @@
  * batches in and snapshots out through these calls.
  *
  * Gradient buffer: nparams floats followed by BACKEND_GRAD_EXTRA floats the
- * loop uses to fold per-step scalars (loss sum, stop flag) into the same
- * all-reduce as the gradients.
+ * loop uses to fold per-step scalars (loss sum, stop requests, failures)
+ * into the same all-reduce as the gradients.
  */
 #ifndef SPOTRUN_BACKEND_H
 #define SPOTRUN_BACKEND_H
@@ -19,8 +19,8 @@
 #include "mlp.h"
 #include "optim.h"
 
-#define BACKEND_GRAD_EXTRA 2
-enum { GRAD_EXTRA_LOSS = 0, GRAD_EXTRA_STOP = 1 };
+#define BACKEND_GRAD_EXTRA 3
+enum { GRAD_EXTRA_LOSS = 0, GRAD_EXTRA_STOP = 1, GRAD_EXTRA_FAILED = 2 };
 
 struct pool;
 
@@ -47,7 +47,7 @@ struct backend_ops {
     /* Forward and backward on n rows: x is n x input floats, y n labels.
      * Gradients are written (not accumulated) scaled by grad_scale; the sum
      * of the n losses times grad_scale goes to grad[nparams +
-     * GRAD_EXTRA_LOSS]. */
+     * GRAD_EXTRA_LOSS]. The other extras belong to the caller. */
     sr_status (*train_step)(struct backend *b, const float *x,
                             const int32_t *y, int n, float grad_scale);
     /* The gradient buffer (device memory for GPU backends) and its length

@@ -348,7 +348,6 @@ static sr_status cpu_train_step(struct backend *b, const float *x,
     for (int w = 0; w < b->nlanes; w++)
         loss += b->lanes[w].loss;
     b->grads[m->nparams + GRAD_EXTRA_LOSS] = (float)(loss * grad_scale);
-    b->grads[m->nparams + GRAD_EXTRA_STOP] = 0.0f;
     return SR_OK;
 }
 

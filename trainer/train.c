@@ -66,41 +66,46 @@ static sr_status check_sync(struct trainer *t, int64_t step)
     return SR_OK;
 }
 
-static sr_status load_split(struct trainer *t, struct split *sp,
+static sr_status open_split(struct trainer *t, struct split *sp,
                             const char *uri)
 {
     SR_TRY(dataset_open(&sp->ds, t->st, uri));
     SR_TRY(batch_spec_init(&sp->spec, &sp->ds.schema, uri));
-    double t0 = now_s();
-    SR_TRY(dataset_load(&sp->ds, t->st, &sp->records));
     char b[32];
-    log_info("loaded %s: %llu records in %u shard(s), %s, verified in %.2f s",
-             uri, (unsigned long long)sp->ds.nrec, sp->ds.nshards,
-             fmt_bytes(b, sizeof b, sp->ds.nrec * sp->ds.schema.record_bytes),
-             now_s() - t0);
+    log_info("dataset %s: %llu records in %u shard(s), %s", uri,
+             (unsigned long long)sp->ds.nrec, sp->ds.nshards,
+             fmt_bytes(b, sizeof b, sp->ds.nrec * sp->ds.schema.record_bytes));
     return SR_OK;
 }
 
 /* All ranks learn the worst status of the phase, so either every rank
  * goes on or every rank stops with the same error. */
-static sr_status agree(struct trainer *t, sr_status s)
+sr_status trainer_agree(struct trainer *t, sr_status local,
+                        const char *phase)
 {
-    double v = (double)s;
-    if (comm_max_f64(t->c, &v, 1) != SR_OK)
+    double v[2] = { (double)local, local != SR_OK };
+    if (comm_max_f64(t->c, &v[0], 1) != SR_OK ||
+        comm_sum_f64(t->c, &v[1], 1) != SR_OK)
         return SR_ERR_MPI;
-    if (s == SR_OK && v != 0)
-        return SR_FAIL((sr_status)(int)v, "another rank failed during "
-                       "setup (see its error above)");
-    return s;
+    if (v[0] == 0)
+        return SR_OK;
+    if (local == SR_OK) {
+        t->quiet = 1;
+        return SR_FAIL((sr_status)(int)v[0], "stopped: another rank failed "
+                       "during %s (see its error)", phase);
+    }
+    if ((int)v[1] == t->c->size && t->c->rank != 0)
+        t->quiet = 1;       /* the same failure everywhere: rank 0 tells */
+    return local;
 }
 
 static sr_status setup(struct trainer *t)
 {
     const struct train_config *cfg = t->cfg;
     SR_TRY(storage_open(&t->st));
-    SR_TRY(load_split(t, &t->train, cfg->data));
+    SR_TRY(open_split(t, &t->train, cfg->data));
     if (cfg->val_data[0]) {
-        SR_TRY(load_split(t, &t->val, cfg->val_data));
+        SR_TRY(open_split(t, &t->val, cfg->val_data));
         t->has_val = 1;
         if (t->val.spec.in != t->train.spec.in ||
             t->val.spec.classes != t->train.spec.classes)
@@ -165,7 +170,7 @@ static sr_status setup(struct trainer *t)
     for (uint32_t i = 0; i < t->train.ds.nshards; i++)
         counts[i] = t->train.ds.shards[i].nrec;
     sr_status s = sampler_init(&t->sampler, counts, t->train.ds.nshards,
-                               cfg->seed, cfg->shuffle_block, 1);
+                               cfg->seed, trainer_shuffle_block(t), 1);
     free(counts);
     SR_TRY(s);
 
@@ -225,25 +230,24 @@ static sr_status decode(struct trainer *t, const struct split *sp, int n,
 static sr_status validate(struct trainer *t, double *loss, double *acc)
 {
     const struct split *sp = &t->val;
-    size_t rb = sp->ds.schema.record_bytes;
     uint64_t n = sp->ds.nrec;
-    uint64_t lo = n * (uint64_t)t->c->rank / (uint64_t)t->c->size;
-    uint64_t hi = n * (uint64_t)(t->c->rank + 1) / (uint64_t)t->c->size;
     double loss_sum = 0;
     int64_t correct = 0;
-    for (uint64_t i = lo; i < hi;) {
-        int k = (int)(hi - i < (uint64_t)t->cfg->eval_batch_size
-                      ? hi - i : (uint64_t)t->cfg->eval_batch_size);
-        for (int j = 0; j < k; j++) {
-            t->ids[j] = i + (uint64_t)j;
-            t->recs[j] = sp->records + (i + (uint64_t)j) * rb;
-        }
-        SR_TRY(decode(t, sp, k, t->cfg->val_data));
-        SR_TRY(t->ops->evaluate(t->be, t->x, t->y, k, &loss_sum, &correct));
+    sr_status s = SR_OK;
+    for (uint64_t i = 0; s == SR_OK && i < t->vseq.n;) {
+        int k = (int)(t->vseq.n - i < (uint64_t)t->cfg->eval_batch_size
+                      ? t->vseq.n - i : (uint64_t)t->cfg->eval_batch_size);
+        s = reader_next(sp->rd, (size_t)k, t->recs, t->ids);
+        if (s == SR_OK)
+            s = decode(t, sp, k, t->cfg->val_data);
+        if (s == SR_OK)
+            s = t->ops->evaluate(t->be, t->x, t->y, k, &loss_sum, &correct);
         i += (uint64_t)k;
     }
-    double sums[2] = { loss_sum, (double)correct };
-    SR_TRY(comm_sum_f64(t->c, sums, 2));
+    double sums[3] = { loss_sum, (double)correct, s != SR_OK };
+    SR_TRY(comm_sum_f64(t->c, sums, 3));
+    if (sums[2] != 0)
+        return trainer_agree(t, s, "validation");
     *loss = sums[0] / (double)n;
     *acc = sums[1] / (double)n;
     return SR_OK;
@@ -301,27 +305,29 @@ static sr_status save_model(struct trainer *t, int64_t step, int64_t epoch)
     return s;
 }
 
-/* One optimizer step at the cursor; advances it. */
+/* One optimizer step at the cursor; advances it. A rank that cannot get
+ * or process its data still joins the all-reduce, with its failure
+ * flagged in it, so every rank stops at this step with the same status. */
 static sr_status train_step(struct trainer *t)
 {
     const struct split *sp = &t->train;
     struct cursor *cur = &t->cur;
-    size_t rb = sp->ds.schema.record_bytes;
-    uint64_t pos0 = (uint64_t)cur->position + (uint64_t)t->c->rank *
-                    (uint64_t)t->local_batch;
     double t0 = now_s();
-    for (int i = 0; i < t->local_batch; i++) {
-        uint64_t id = sampler_at(&t->sampler, pos0 + (uint64_t)i);
-        t->ids[i] = id;
-        t->recs[i] = sp->records + id * rb;
-    }
-    SR_TRY(decode(t, sp, t->local_batch, t->cfg->data));
+    sr_status s = reader_next(sp->rd, (size_t)t->local_batch, t->recs,
+                              t->ids);
     cur->wait_s += now_s() - t0;
-    SR_TRY(t->ops->train_step(t->be, t->x, t->y, t->local_batch,
-                              1.0f / (float)t->cfg->batch_size));
+    if (s == SR_OK)
+        s = decode(t, sp, t->local_batch, t->cfg->data);
+    if (s == SR_OK)
+        s = t->ops->train_step(t->be, t->x, t->y, t->local_batch,
+                               1.0f / (float)t->cfg->batch_size);
     size_t len;
     float *g = t->ops->grads(t->be, &len);
+    g[t->m.nparams + GRAD_EXTRA_STOP] = 0.0f;
+    g[t->m.nparams + GRAD_EXTRA_FAILED] = s != SR_OK ? 1.0f : 0.0f;
     SR_TRY(t->c->grad_allreduce(t->c, g, len));
+    if (g[t->m.nparams + GRAD_EXTRA_FAILED] != 0.0f)
+        return trainer_agree(t, s, "a training step");
     double loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
     double lr = lr_at(&t->sched, (uint64_t)cur->step);
     SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
@@ -362,12 +368,14 @@ static sr_status end_epoch(struct trainer *t, double epoch_start,
         em.has_val = 1;
     }
     em.epoch_s = now_s() - epoch_start;
+    sr_status s = SR_OK;
     if (t->c->rank == 0) {
-        SR_TRY(metrics_epoch(&t->metrics, &em, stdout));
-        if (cfg->step_metrics_file[0])
-            SR_TRY(storage_put(t->st, cfg->step_metrics_file,
-                               t->step_log.data, t->step_log.len, 0));
+        s = metrics_epoch(&t->metrics, &em, stdout);
+        if (s == SR_OK && cfg->step_metrics_file[0])
+            s = storage_put(t->st, cfg->step_metrics_file, t->step_log.data,
+                            t->step_log.len, 0);
     }
+    SR_TRY(trainer_agree(t, s, "the end of the epoch"));
     *cur = (struct cursor){ .step = cur->step, .epoch = cur->epoch + 1 };
     return SR_OK;
 }
@@ -377,7 +385,6 @@ static sr_status run_epochs(struct trainer *t)
     const struct train_config *cfg = t->cfg;
     struct cursor *cur = &t->cur;
     while (cur->epoch < cfg->epochs && cur->step < t->total_steps) {
-        sampler_set_epoch(&t->sampler, (uint64_t)cur->epoch);
         /* steps already done this epoch (resumed mid-epoch) do not count
          * towards its speed */
         int64_t done0 = cur->steps;
@@ -425,9 +432,9 @@ static void teardown(struct trainer *t)
     if (t->be)
         t->ops->destroy(t->be);
     pool_destroy(t->pool);
+    reader_close(t->train.rd);
+    reader_close(t->val.rd);
     sampler_free(&t->sampler);
-    free(t->train.records);
-    free(t->val.records);
     dataset_close(&t->train.ds);
     dataset_close(&t->val.ds);
     free(t->x);
@@ -446,6 +453,80 @@ size_t trainer_opt_state_len(const struct trainer *t)
     return t->m.nparams * (size_t)optim_state_per_param(t->op.kind);
 }
 
+uint64_t trainer_shuffle_block(const struct trainer *t)
+{
+    if (t->cfg->shuffle_block > 0)
+        return t->cfg->shuffle_block;
+    uint64_t b = (128ull << 20) / t->train.ds.schema.record_bytes;
+    return b > 0 ? b : 1;
+}
+
+/* The planner's view of the training sequence (runs in its thread). */
+static uint64_t train_seq_at(void *arg, uint64_t i)
+{
+    struct train_seq *q = arg;
+    uint64_t step = i / q->local, k = i % q->local;
+    uint64_t first = q->steps_per_epoch - q->step0;
+    uint64_t epoch, s;
+    if (step < first) {
+        epoch = q->epoch0;
+        s = q->step0 + step;
+    } else {
+        epoch = q->epoch0 + 1 + (step - first) / q->steps_per_epoch;
+        s = (step - first) % q->steps_per_epoch;
+    }
+    if (epoch != q->epoch) {
+        sampler_set_epoch(q->sampler, epoch);
+        q->epoch = epoch;
+    }
+    return sampler_at(q->sampler, sampler_slice_start(s, q->batch, q->rank,
+                                                      q->world) + k);
+}
+
+static uint64_t val_seq_at(void *arg, uint64_t i)
+{
+    const struct val_seq *q = arg;
+    return q->lo + i % q->n;
+}
+
+/* Start streaming from the cursor: training slices to the last step, and
+ * this rank's validation range once per remaining epoch. */
+static sr_status open_readers(struct trainer *t)
+{
+    const struct train_config *cfg = t->cfg;
+    struct reader_opts o;
+    reader_default_opts(&o);
+    o.window_bytes = cfg->read_ahead;
+    o.chunk_bytes = cfg->read_chunk;
+    o.fetchers = (int)cfg->read_concurrency;
+    o.cache_dir = cfg->cache_dir;
+    o.cache_limit = cfg->cache_limit;
+    t->tseq = (struct train_seq){
+        .sampler = &t->sampler, .batch = (uint64_t)cfg->batch_size,
+        .local = (uint64_t)t->local_batch, .rank = t->c->rank,
+        .world = t->c->size, .steps_per_epoch = (uint64_t)t->steps_per_epoch,
+        .epoch0 = (uint64_t)t->cur.epoch,
+        .step0 = (uint64_t)(t->cur.position / cfg->batch_size),
+        .epoch = UINT64_MAX,
+    };
+    uint64_t steps = t->total_steps > t->cur.step
+                     ? (uint64_t)(t->total_steps - t->cur.step) : 0;
+    SR_TRY(reader_open(&t->train.rd, t->st, &t->train.ds, &o, train_seq_at,
+                       &t->tseq, steps * (uint64_t)t->local_batch));
+    if (!t->has_val)
+        return SR_OK;
+    uint64_t n = t->val.ds.nrec;
+    uint64_t lo = n * (uint64_t)t->c->rank / (uint64_t)t->c->size;
+    uint64_t hi = n * (uint64_t)(t->c->rank + 1) / (uint64_t)t->c->size;
+    t->vseq = (struct val_seq){ .lo = lo, .n = hi - lo };
+    uint64_t epochs = cfg->epochs > t->cur.epoch
+                      ? (uint64_t)(cfg->epochs - t->cur.epoch) : 0;
+    o.window_bytes = cfg->read_ahead / 4 > (1u << 20) ? cfg->read_ahead / 4
+                                                      : (1u << 20);
+    return reader_open(&t->val.rd, t->st, &t->val.ds, &o, val_seq_at,
+                       &t->vseq, t->vseq.n ? t->vseq.n * epochs : 0);
+}
+
 /* Rank 0's metrics and step files, keeping only what precedes the cursor
  * (a run resumed from an older checkpoint reports later epochs again). */
 static sr_status open_outputs(struct trainer *t)
@@ -461,27 +542,23 @@ static sr_status open_outputs(struct trainer *t)
 }
 
 sr_status train_run(const struct train_config *cfg, const char *config_json,
-                    struct comm *c)
+                    struct comm *c, int *quiet)
 {
     struct trainer t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
     t.config_json = config_json;
     t.c = c;
-    sr_status s = agree(&t, setup(&t));
+    sr_status s = trainer_agree(&t, setup(&t), "setup");
     if (s == SR_OK)
-        s = agree(&t, trainer_ckpt_setup(&t));
+        s = trainer_agree(&t, trainer_ckpt_setup(&t), "resume");
     if (s == SR_OK)
-        s = agree(&t, open_outputs(&t));
-    if (s == SR_OK) {
+        s = trainer_agree(&t, open_outputs(&t), "setup");
+    if (s == SR_OK)
+        s = trainer_agree(&t, open_readers(&t), "setup");
+    if (s == SR_OK)
         s = run_epochs(&t);
-        /* a failure on one rank mid-run would leave the others waiting in
-         * the next collective: end the job */
-        if (s != SR_OK && c->size > 1) {
-            log_status(s);
-            MPI_Abort(c->world, sr_exit_code(s));
-        }
-    }
     teardown(&t);
+    *quiet = t.quiet;
     return s;
 }

@@ -31,7 +31,7 @@ struct train_config {
     double weight_decay;
     double beta1, beta2, eps;
     uint64_t seed;
-    uint64_t shuffle_block;
+    uint64_t shuffle_block;     /* records; 0 = 128 MiB worth */
     char device[8];             /* auto | cpu | cuda */
     int64_t threads;            /* 0 = cores / ranks on the host */
     char model_dir[STORAGE_URI_MAX];
@@ -48,12 +48,18 @@ struct train_config {
     int checkpoint_every_epoch;
     int64_t keep_checkpoints;           /* 0 = keep all */
     int no_resume;
+    uint64_t read_ahead;                /* reader window, bytes */
+    uint64_t read_chunk;                /* bytes per ranged read */
+    int64_t read_concurrency;
+    char cache_dir[STORAGE_URI_MAX];
+    uint64_t cache_limit;
 };
 
 /* Run the whole job on this rank. config_json is the effective
  * configuration, stored with the model. Returns SR_OK when training
- * finished. */
+ * finished. Every rank returns the same status; *quiet is set on ranks
+ * whose error was reported by another. */
 sr_status train_run(const struct train_config *cfg, const char *config_json,
-                    struct comm *c) SR_MUST_USE;
+                    struct comm *c, int *quiet) SR_MUST_USE;
 
 #endif

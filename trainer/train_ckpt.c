@@ -59,6 +59,12 @@ static sr_status check_fits(const struct trainer *t,
         return SR_FAIL(SR_ERR_USAGE, "%s was made with seed %llu, this run "
                        "uses %llu; %s", what, (unsigned long long)mt->seed,
                        (unsigned long long)cfg->seed, hint);
+    if (mt->shuffle_block != trainer_shuffle_block(t))
+        return SR_FAIL(SR_ERR_USAGE, "%s was made with a shuffle block of "
+                       "%llu records, this run uses %llu (the sample "
+                       "sequence would change); %s", what,
+                       (unsigned long long)mt->shuffle_block,
+                       (unsigned long long)trainer_shuffle_block(t), hint);
     if (mt->position % cfg->batch_size != 0 || mt->epoch < 0 ||
         mt->step < 0)
         return SR_FAIL(SR_ERR_FORMAT, "%s: inconsistent cursor", what);
@@ -225,6 +231,7 @@ static void fill_meta(const struct trainer *t, struct ckpt_meta *mt)
     mt->world_size = t->c->size;
     mt->global_batch = t->cfg->batch_size;
     mt->seed = t->cfg->seed;
+    mt->shuffle_block = trainer_shuffle_block(t);
     mt->optim = t->op.kind;
     mt->shape = t->m;
     mt->dataset_records = t->train.ds.nrec;
@@ -283,7 +290,12 @@ sr_status trainer_ckpt_maybe(struct trainer *t, int force)
     t->ckpt_pending = 0;
     collect(t);
     struct ckpt_meta mt;
-    SR_TRY(snapshot(t, &mt));
+    /* only rank 0 is here: a failed snapshot must not end its run alone */
+    if (snapshot(t, &mt) != SR_OK) {
+        log_error("checkpoint at step %lld skipped: %s",
+                  (long long)t->cur.step, sr_errmsg_user());
+        return SR_OK;
+    }
     ckpt_writer_submit(t->ckw, &mt);
     return SR_OK;
 }

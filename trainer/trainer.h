@@ -7,16 +7,34 @@
 
 #include "../checkpoint/writer.h"
 #include "../data/dataset.h"
+#include "../data/reader.h"
 #include "../data/sampler.h"
 #include "backend.h"
 #include "batch.h"
 #include "metrics.h"
 #include "train.h"
 
-struct split {                  /* one dataset held in memory */
+struct split {                  /* one dataset, streamed */
     struct dataset ds;
-    uint8_t *records;
     struct batch_spec spec;
+    struct reader *rd;
+};
+
+/* What the training reader's planner walks: this rank's slices of every
+ * global batch from the resume cursor to the last step. */
+struct train_seq {
+    struct sampler *sampler;
+    uint64_t batch, local;      /* global and per-rank batch */
+    int rank, world;
+    uint64_t steps_per_epoch;
+    uint64_t epoch0, step0;     /* where this run starts */
+    uint64_t epoch;             /* the sampler's current epoch */
+};
+
+/* The validation reader's: this rank's range of the split, once per
+ * epoch. */
+struct val_seq {
+    uint64_t lo, n;
 };
 
 /* Where training stands: what a checkpoint records and a resume restores.
@@ -45,6 +63,8 @@ struct trainer {
     struct optim_params op;
     struct lr_schedule sched;
     struct sampler sampler;
+    struct train_seq tseq;
+    struct val_seq vseq;
     int local_batch;
     int64_t steps_per_epoch;
     int64_t total_steps;
@@ -62,9 +82,18 @@ struct trainer {
     double last_ckpt;           /* when the last one was taken */
     int ckpt_pending;           /* one is due but another is in flight */
     double stall_s;             /* time the loop spent snapshotting */
+    int quiet;                  /* the failure was another rank's */
 };
 
+/* Collective: every rank learns the worst status among them. A rank that
+ * did not fail gets "another rank failed during <phase>" and is quiet; so
+ * is every rank but 0 when all failed alike. */
+sr_status trainer_agree(struct trainer *t, sr_status local,
+                        const char *phase) SR_MUST_USE;
+
 size_t trainer_opt_state_len(const struct trainer *t);
+/* Records per shuffle block: --shuffle-block, or 128 MiB of records. */
+uint64_t trainer_shuffle_block(const struct trainer *t);
 
 /* Start the writer (rank 0) and resume from the newest usable checkpoint
  * under --checkpoint unless --no-resume. Collective. */

@@ -51,6 +51,7 @@ static void make_meta(struct ckpt_meta *m, int64_t step)
     m->world_size = 2;
     m->global_batch = 32;
     m->seed = 0xfedcba9876543210ull;
+    m->shuffle_block = 4096;
     m->optim = OPTIM_ADAMW;
     m->dataset_records = 1000;
     snprintf(m->dataset_id, sizeof m->dataset_id, "%064d", 7);
@@ -102,6 +103,7 @@ static void test_ckpt__image_round_trip(void **state)
     assert_int_equal(r.world_size, 2);
     assert_int_equal(r.global_batch, 32);
     assert_true(r.seed == m.seed);
+    assert_int_equal(r.shuffle_block, 4096);
     assert_int_equal(r.optim, OPTIM_ADAMW);
     assert_int_equal(r.shape.nparams, np);
     assert_int_equal(r.shape.dims[1], 5);
