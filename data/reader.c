@@ -569,6 +569,12 @@ static void *planner_main(void *arg)
             }
             uint64_t idx = recs[pj] / r->per_chunk;
             struct chunk *c = find_chunk(r, shard, idx);
+            if (!c && r->cons_i != released_at) {
+                /* the consumer moved on while this batch was planned */
+                release_done(r);
+                released_at = r->cons_i;
+                continue;       /* (which may have dropped this shard) */
+            }
             if (!c) {
                 struct chunk geo = { .shard = shard, .idx = idx };
                 chunk_span(r, &geo);
