@@ -77,6 +77,8 @@ static const struct opt opts[] = {
       "local directory caching fetched data across epochs; empty = none" },
     { "cache-limit", T_SIZE, F(cache_limit), "10GiB", 0, 1.8e19, NULL,
       "bytes the cache directory may hold" },
+    { "record-log", T_STR, F(record_log), "", 0, 0, NULL,
+      "append each step's record ids to PATH.rank<N> (a local path)" },
     { "device", T_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
       "where the math runs" },
     { "threads", T_INT, F(threads), "0", 0, 4096, NULL,
@@ -630,7 +632,7 @@ void config_usage(FILE *f)
                  : opts[i].type == T_URI ? "URI"
                  : opts[i].type == T_BOOL ? "[true|false]"
                  : opts[i].type == T_SIZE ? "BYTES"
-                 : opts[i].type == T_STR ? "DIR" : "N");
+                 : opts[i].type == T_STR ? "PATH" : "N");
         fprintf(f, "  %-34s %s", arg, opts[i].help);
         if (opts[i].def[0])
             fprintf(f, " [%s]", opts[i].def);

@@ -9,9 +9,11 @@
  * --check-sync-every compares a checksum across ranks to prove it.
  * Validation is split across ranks and the sums are reduced.
  */
+#include <errno.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +330,12 @@ static sr_status train_step(struct trainer *t)
     SR_TRY(t->c->grad_allreduce(t->c, g, len));
     if (g[t->m.nparams + GRAD_EXTRA_FAILED] != 0.0f)
         return trainer_agree(t, s, "a training step");
+    if (t->record_log) {
+        fprintf(t->record_log, "%lld", (long long)cur->step + 1);
+        for (int i = 0; i < t->local_batch; i++)
+            fprintf(t->record_log, " %llu", (unsigned long long)t->ids[i]);
+        fputc('\n', t->record_log);
+    }
     double loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
     double lr = lr_at(&t->sched, (uint64_t)cur->step);
     SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
@@ -340,6 +348,26 @@ static sr_status train_step(struct trainer *t)
         SR_TRY(buf_printf(&t->step_log, "{\"step\":%lld,\"loss\":%.9g,"
                           "\"lr\":%.9g}\n", (long long)cur->step, loss, lr));
     return SR_OK;
+}
+
+/* What the data path did: at debug level every epoch, at info level once
+ * at the end (rank 0), with the process's peak memory. */
+static void report_data(struct trainer *t, enum log_level lvl)
+{
+    struct reader_stats rs;
+    reader_get_stats(t->train.rd, &rs);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    char a[32], b[32], c[32], d[32], e[32];
+    log_msg(lvl, "data: %s fetched in %llu requests (%llu retried), %llu "
+            "chunks from the cache (%s), read-ahead peak %s of %s; peak "
+            "memory %s", fmt_bytes(a, sizeof a, rs.bytes_fetched),
+            (unsigned long long)rs.requests, (unsigned long long)rs.retries,
+            (unsigned long long)rs.cache_hits,
+            fmt_bytes(b, sizeof b, rs.cache_bytes),
+            fmt_bytes(c, sizeof c, rs.peak_bytes),
+            fmt_bytes(d, sizeof d, t->cfg->read_ahead),
+            fmt_bytes(e, sizeof e, (uint64_t)ru.ru_maxrss * 1024));
 }
 
 /* Finish the epoch at the cursor: validation, the metrics line, and the
@@ -376,6 +404,8 @@ static sr_status end_epoch(struct trainer *t, double epoch_start,
                             t->step_log.len, 0);
     }
     SR_TRY(trainer_agree(t, s, "the end of the epoch"));
+    if (log_get_level() >= LOG_DEBUG)
+        report_data(t, LOG_DEBUG);
     *cur = (struct cursor){ .step = cur->step, .epoch = cur->epoch + 1 };
     return SR_OK;
 }
@@ -412,6 +442,7 @@ static sr_status run_epochs(struct trainer *t)
     }
     SR_TRY(check_sync(t, cur->step));
     SR_TRY(trainer_ckpt_now(t));
+    report_data(t, LOG_INFO);
     unsigned char d[32];
     SR_TRY(params_digest(t, d));
     if (t->c->rank == 0) {
@@ -443,6 +474,8 @@ static void teardown(struct trainer *t)
     free(t->ids);
     free(t->host_params);
     trainer_ckpt_teardown(t);
+    if (t->record_log)
+        fclose(t->record_log);
     metrics_close(&t->metrics);
     buf_free(&t->step_log);
     storage_close(t->st);
@@ -511,6 +544,17 @@ static sr_status open_readers(struct trainer *t)
     };
     uint64_t steps = t->total_steps > t->cur.step
                      ? (uint64_t)(t->total_steps - t->cur.step) : 0;
+    uint64_t block_bytes = trainer_shuffle_block(t) *
+                           t->train.ds.schema.record_bytes;
+    if (block_bytes > cfg->read_ahead / 2 && block_bytes < t->train.ds.nrec *
+        t->train.ds.schema.record_bytes) {
+        char a[32], b[32];
+        log_warn("the shuffle block (%s of records) is larger than half the "
+                 "read-ahead window (%s): chunks will be fetched more than "
+                 "once per epoch; raise --read-ahead or lower "
+                 "--shuffle-block", fmt_bytes(a, sizeof a, block_bytes),
+                 fmt_bytes(b, sizeof b, cfg->read_ahead));
+    }
     SR_TRY(reader_open(&t->train.rd, t->st, &t->train.ds, &o, train_seq_at,
                        &t->tseq, steps * (uint64_t)t->local_batch));
     if (!t->has_val)
@@ -528,9 +572,19 @@ static sr_status open_readers(struct trainer *t)
 }
 
 /* Rank 0's metrics and step files, keeping only what precedes the cursor
- * (a run resumed from an older checkpoint reports later epochs again). */
+ * (a run resumed from an older checkpoint reports later epochs again), and
+ * every rank's record log. */
 static sr_status open_outputs(struct trainer *t)
 {
+    if (t->cfg->record_log[0]) {
+        char path[STORAGE_URI_MAX + 16];
+        snprintf(path, sizeof path, "%s.rank%d", t->cfg->record_log,
+                 t->c->rank);
+        t->record_log = fopen(path, "a");
+        if (!t->record_log)
+            return SR_FAIL(SR_ERR_IO, "--record-log: cannot open %s: %s",
+                           path, strerror(errno));
+    }
     if (t->c->rank != 0)
         return SR_OK;
     SR_TRY(metrics_open(&t->metrics, t->st, t->cfg->metrics_file,

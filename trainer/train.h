@@ -53,6 +53,7 @@ struct train_config {
     int64_t read_concurrency;
     char cache_dir[STORAGE_URI_MAX];
     uint64_t cache_limit;
+    char record_log[STORAGE_URI_MAX];   /* local path prefix; debug */
 };
 
 /* Run the whole job on this rank. config_json is the effective

@@ -76,6 +76,7 @@ struct trainer {
     float *host_params;
     struct metrics metrics;
     struct sr_buf step_log;
+    FILE *record_log;
     struct progress progress;
     /* checkpoints (rank 0 writes; every rank resumes) */
     struct ckpt_writer *ckw;

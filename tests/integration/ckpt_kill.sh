@@ -5,10 +5,12 @@
 source "$(dirname "$0")/lib.sh"
 s3_start
 
-args=(--data "$FM/train" --epochs 1 --progress off --checkpoint s3://test/ck
-      --checkpoint-every-steps 50 --checkpoint-every-epoch false)
-mpi 2 train --data "$FM/train" --epochs 1 --progress off >"$WORK/ref.txt" 2>/dev/null ||
-    fail "reference run"
+# a 10 MB state in 5 MiB parts: a killed client can never complete it
+export SPOTRUN_S3_MULTIPART_THRESHOLD=5MiB SPOTRUN_S3_PART_SIZE=5MiB
+model=(--data "$FM/train" --epochs 1 --max-steps 150 --hidden 1024 --progress off)
+args=("${model[@]}" --checkpoint s3://test/ck --checkpoint-every-steps 50
+      --checkpoint-every-epoch false)
+mpi 2 train "${model[@]}" >"$WORK/ref.txt" 2>/dev/null || fail "reference run"
 
 setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
     "$SPOTRUN" train "${args[@]}" >"$WORK/a.txt" 2>"$WORK/a.err" &
@@ -18,8 +20,8 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 grep -q 'checkpoint step 50 committed' "$WORK/a.err" || fail "no first checkpoint"
-# every request from now on takes 30 s: the step-100 upload hangs
-s3_faults '{"rate": 1.0, "faults": ["slow"], "slow_ms": 30000}'
+# every request from now on takes 20 s: the step-100 upload hangs
+s3_faults '{"rate": 1.0, "faults": ["slow"], "slow_ms": 20000}'
 for _ in $(seq 300); do
     grep -q 'step 100 is still being written' "$WORK/a.err" && break
     sleep 0.1
