@@ -442,6 +442,9 @@ static sr_status run_epochs(struct trainer *t)
     }
     SR_TRY(check_sync(t, cur->step));
     SR_TRY(trainer_ckpt_now(t));
+    if (t->c->rank == 0 && cfg->step_metrics_file[0])  /* a partial epoch */
+        SR_TRY(storage_put(t->st, cfg->step_metrics_file, t->step_log.data,
+                           t->step_log.len, 0));
     report_data(t, LOG_INFO);
     unsigned char d[32];
     SR_TRY(params_digest(t, d));
