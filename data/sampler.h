@@ -19,7 +19,15 @@
 
 #include "../common/status.h"
 
-#define SAMPLER_DEFAULT_BLOCK (1u << 18)
+/* The default shuffle block: as many records as fill 128 MiB, so a block
+ * fits the default 256 MiB read-ahead window with room to fetch ahead. */
+#define SAMPLER_AUTO_BLOCK_BYTES (128ull << 20)
+
+static inline uint64_t sampler_auto_block(uint64_t record_bytes)
+{
+    uint64_t b = SAMPLER_AUTO_BLOCK_BYTES / (record_bytes ? record_bytes : 1);
+    return b > 0 ? b : 1;
+}
 
 struct sampler {
     uint64_t seed;

@@ -3,12 +3,15 @@
  * IDX files, list a dataset's shards, verify every checksum of a dataset.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../data/dataset.h"
 #include "../data/import.h"
+#include "../data/reader.h"
+#include "../data/sampler.h"
 #include "commands.h"
 
 static void usage(FILE *f)
@@ -22,6 +25,11 @@ static void usage(FILE *f)
         "  spotrun data make --from idx --x FILE --y FILE --out URI\n"
         "                    [--classes N] [--scale F] [--shard-size BYTES]\n"
         "      a dataset from an IDX inputs file and an IDX labels file\n"
+        "  spotrun data stream URI [--epochs N] [--read-ahead BYTES]\n"
+        "                     [--read-chunk BYTES] [--read-concurrency N]\n"
+        "                     [--shuffle-block N] [--seed N] [--cache-dir DIR]\n"
+        "      read every record in training order through the streaming\n"
+        "      reader, checking checksums; report throughput\n"
         "  spotrun data ls URI       list the shards of a dataset\n"
         "  spotrun data verify URI   check every header, index and record\n"
         "                            checksum of a dataset\n"
@@ -30,16 +38,23 @@ static void usage(FILE *f)
 }
 
 struct data_args {
-    const char *out, *source, *from, *x, *y;
+    const char *out, *source, *from, *x, *y, *cache_dir;
     uint64_t shard_bytes;
     int64_t classes;
     double scale;
+    int64_t epochs, concurrency;
+    uint64_t read_ahead, read_chunk, shuffle_block, seed;
 };
 
 static sr_status parse_args(struct data_args *a, int argc, char **argv)
 {
     memset(a, 0, sizeof *a);
     a->shard_bytes = DATASET_DEFAULT_SHARD_BYTES;
+    a->epochs = 1;
+    a->concurrency = 8;
+    a->read_ahead = READER_DEFAULT_WINDOW;
+    a->read_chunk = READER_DEFAULT_CHUNK;
+    a->seed = 42;
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i];
         if (i + 1 >= argc)
@@ -64,6 +79,32 @@ static sr_status parse_args(struct data_args *a, int argc, char **argv)
                 a->classes > 1000000)
                 return SR_FAIL(SR_ERR_USAGE, "--classes: '%s' is not a "
                                "count >= 2", v);
+        } else if (strcmp(k, "--epochs") == 0) {
+            if (parse_i64(&a->epochs, v) || a->epochs < 1)
+                return SR_FAIL(SR_ERR_USAGE, "--epochs: '%s' is not >= 1", v);
+        } else if (strcmp(k, "--read-concurrency") == 0) {
+            if (parse_i64(&a->concurrency, v) || a->concurrency < 1 ||
+                a->concurrency > 256)
+                return SR_FAIL(SR_ERR_USAGE, "--read-concurrency: '%s' is "
+                               "not 1..256", v);
+        } else if (strcmp(k, "--read-ahead") == 0) {
+            if (parse_size(&a->read_ahead, v) || a->read_ahead < (1u << 20))
+                return SR_FAIL(SR_ERR_USAGE, "--read-ahead: '%s' is not a "
+                               "size of at least 1MiB", v);
+        } else if (strcmp(k, "--read-chunk") == 0) {
+            if (parse_size(&a->read_chunk, v) || a->read_chunk < 4096)
+                return SR_FAIL(SR_ERR_USAGE, "--read-chunk: '%s' is not a "
+                               "size of at least 4KiB", v);
+        } else if (strcmp(k, "--shuffle-block") == 0) {
+            if (parse_u64(&a->shuffle_block, v) || a->shuffle_block > UINT32_MAX)
+                return SR_FAIL(SR_ERR_USAGE, "--shuffle-block: '%s' is not a "
+                               "record count", v);
+        } else if (strcmp(k, "--seed") == 0) {
+            if (parse_u64(&a->seed, v))
+                return SR_FAIL(SR_ERR_USAGE, "--seed: '%s' is not a "
+                               "number", v);
+        } else if (strcmp(k, "--cache-dir") == 0) {
+            a->cache_dir = v;
         } else if (strcmp(k, "--scale") == 0) {
             if (parse_f64(&a->scale, v) || a->scale <= 0)
                 return SR_FAIL(SR_ERR_USAGE, "--scale: '%s' is not a "
@@ -104,6 +145,83 @@ static sr_status data_make(struct storage *st, int argc, char **argv)
     uint64_t n;
     return import_idx(st, a.out, a.x, a.y, (int)a.classes, a.scale,
                       a.shard_bytes, &n);
+}
+
+struct stream_seq {
+    struct sampler s;
+    uint64_t per_epoch;
+    uint64_t epoch;
+};
+
+static uint64_t stream_at(void *arg, uint64_t i)
+{
+    struct stream_seq *q = arg;
+    uint64_t e = i / q->per_epoch;
+    if (e != q->epoch) {
+        sampler_set_epoch(&q->s, e);
+        q->epoch = e;
+    }
+    return sampler_at(&q->s, i % q->per_epoch);
+}
+
+/* Every record in training order (one rank's view of a 1-rank job),
+ * through the reader as training reads it. */
+static sr_status data_stream(struct storage *st, const char *uri, int argc,
+                             char **argv)
+{
+    struct data_args a;
+    SR_TRY(parse_args(&a, argc, argv));
+    struct dataset ds;
+    SR_TRY(dataset_open(&ds, st, uri));
+    struct stream_seq q = { .per_epoch = ds.nrec, .epoch = UINT64_MAX };
+    uint64_t *counts = malloc(ds.nshards * sizeof *counts);
+    sr_status s = counts ? SR_OK : SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; s == SR_OK && i < ds.nshards; i++)
+        counts[i] = ds.shards[i].nrec;
+    uint64_t block = a.shuffle_block ? a.shuffle_block
+                     : sampler_auto_block(ds.schema.record_bytes);
+    if (s == SR_OK)
+        s = sampler_init(&q.s, counts, ds.nshards, a.seed, block, 1);
+    free(counts);
+    struct reader_opts o;
+    reader_default_opts(&o);
+    o.window_bytes = a.read_ahead;
+    o.chunk_bytes = a.read_chunk;
+    o.fetchers = (int)a.concurrency;
+    o.cache_dir = a.cache_dir;
+    struct reader *r = NULL;
+    uint64_t total = ds.nrec * (uint64_t)a.epochs;
+    double t0 = now_s();
+    if (s == SR_OK)
+        s = reader_open(&r, st, &ds, &o, stream_at, &q, total);
+    const uint8_t *recs[256];
+    uint64_t ids[256];
+    for (uint64_t i = 0; s == SR_OK && i < total;) {
+        size_t n = total - i < 256 ? (size_t)(total - i) : 256;
+        s = reader_next(r, n, recs, ids);
+        i += n;
+    }
+    double dt = now_s() - t0;
+    if (s == SR_OK) {
+        struct reader_stats rs;
+        reader_get_stats(r, &rs);
+        uint64_t bytes = total * ds.schema.record_bytes;
+        char b1[32], b2[32], b3[32];
+        printf("streamed %llu records (%s of records, %s fetched in %llu "
+               "requests, %llu from the cache) in %.2f s: %.1f MB/s of "
+               "records, %.1f MB/s fetched; consumer waited %.2f s; "
+               "read-ahead peak %s\n", (unsigned long long)total,
+               fmt_bytes(b1, sizeof b1, bytes),
+               fmt_bytes(b2, sizeof b2, rs.bytes_fetched),
+               (unsigned long long)rs.requests,
+               (unsigned long long)rs.cache_hits, dt, (double)bytes / dt / 1e6,
+               (double)rs.bytes_fetched / dt / 1e6, rs.wait_s,
+               fmt_bytes(b3, sizeof b3, rs.peak_bytes));
+    }
+    reader_close(r);
+    sampler_free(&q.s);
+    dataset_close(&ds);
+    return s;
 }
 
 static sr_status data_ls(struct storage *st, const char *uri)
@@ -182,8 +300,10 @@ int cmd_data(int argc, char **argv)
         s = data_import(st, argc - 1, argv + 1);
     else if (strcmp(sub, "make") == 0)
         s = data_make(st, argc - 1, argv + 1);
-    else if ((strcmp(sub, "ls") == 0 || strcmp(sub, "verify") == 0) &&
-             argc != 2)
+    else if (strcmp(sub, "stream") == 0 && argc >= 2)
+        s = data_stream(st, argv[1], argc - 2, argv + 2);
+    else if ((strcmp(sub, "ls") == 0 || strcmp(sub, "verify") == 0 ||
+              strcmp(sub, "stream") == 0) && argc != 2)
         s = SR_FAIL(SR_ERR_USAGE, "data %s needs exactly one URI", sub);
     else if (strcmp(sub, "ls") == 0)
         s = data_ls(st, argv[1]);

@@ -493,8 +493,7 @@ uint64_t trainer_shuffle_block(const struct trainer *t)
 {
     if (t->cfg->shuffle_block > 0)
         return t->cfg->shuffle_block;
-    uint64_t b = (128ull << 20) / t->train.ds.schema.record_bytes;
-    return b > 0 ? b : 1;
+    return sampler_auto_block(t->train.ds.schema.record_bytes);
 }
 
 /* The planner's view of the training sequence (runs in its thread). */
