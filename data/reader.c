@@ -104,7 +104,32 @@ struct reader {
 
     pthread_mutex_t cache_mu;
     uint64_t cache_size;
+
+    /* chunk buffers (chunk_bytes each) kept for reuse, instead of a fresh
+     * allocation (and its page faults) per chunk */
+    uint8_t **spare;
+    size_t nspare, spare_cap;
 };
+
+/* A chunk buffer: a spare one, or a new one (lock held). */
+static uint8_t *take_buffer(struct reader *r)
+{
+    if (r->nspare)
+        return r->spare[--r->nspare];
+    return malloc(r->o.chunk_bytes);
+}
+
+/* Keep a buffer for reuse while spares and the window's worth of chunks
+ * stay within the window; free it otherwise (lock held). */
+static void give_buffer(struct reader *r, uint8_t *p)
+{
+    if (p && r->nspare < r->spare_cap &&
+        r->bytes + (r->nspare + 1) * r->o.chunk_bytes <= r->o.window_bytes) {
+        r->spare[r->nspare++] = p;
+        return;
+    }
+    free(p);
+}
 
 void reader_default_opts(struct reader_opts *o)
 {
@@ -368,9 +393,9 @@ static void *fetcher_main(void *arg)
         if (!r->qhead)
             r->qtail = NULL;
         c->state = C_FETCHING;
+        uint8_t *buf = take_buffer(r);
         pthread_mutex_unlock(&r->mu);
 
-        uint8_t *buf = malloc(c->len ? c->len : 1);
         int from_cache = 0, tries = 0;
         sr_status s = buf ? fetch_chunk(r, c, buf, &from_cache, &tries)
                           : SR_FAIL(SR_ERR_NOMEM, "out of memory for a "
@@ -393,7 +418,7 @@ static void *fetcher_main(void *arg)
                 r->stats.retries += (uint64_t)(tries - 1);
             }
         } else {
-            free(buf);
+            give_buffer(r, buf);
             c->state = C_FAILED;
             c->err = s;
             c->errmsg = msg;
@@ -459,7 +484,7 @@ static void release_done(struct reader *r)
             shard_info_free(&ss->si);
             ss->loaded = 0;
         }
-        free(c->data);
+        give_buffer(r, c->data);
         free(c->errmsg);
         free(c);
     }
@@ -668,13 +693,16 @@ sr_status reader_open(struct reader **out, struct storage *st,
     }
     r->ring = calloc(r->ring_cap, sizeof *r->ring);
     r->shards = calloc(ds->nshards, sizeof *r->shards);
+    r->spare_cap = (size_t)(r->o.window_bytes / r->o.chunk_bytes) + 1;
+    r->spare = calloc(r->spare_cap, sizeof *r->spare);
     r->fetchers = calloc((size_t)r->o.fetchers, sizeof *r->fetchers);
-    if (s == SR_OK && (!r->ring || !r->shards || !r->fetchers))
+    if (s == SR_OK && (!r->ring || !r->shards || !r->fetchers || !r->spare))
         s = SR_FAIL(SR_ERR_NOMEM, "out of memory for the reader");
     if (s != SR_OK) {
         free(r->ring);
         free(r->shards);
         free(r->fetchers);
+        free(r->spare);
         free(r);
         return s;
     }
@@ -780,6 +808,9 @@ void reader_close(struct reader *r)
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->cache_mu);
+    for (size_t i = 0; i < r->nspare; i++)
+        free(r->spare[i]);
+    free(r->spare);
     free(r->ring);
     free(r->shards);
     free(r->fetchers);

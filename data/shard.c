@@ -13,10 +13,10 @@
  */
 #include "shard.h"
 
+#include <isa-l/crc.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 static const struct {
     const char *name;
@@ -71,17 +71,19 @@ static inline uint64_t get_u64(const uint8_t *p)
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
-/* zlib's crc32 takes uInt lengths; feed large spans in pieces. */
+/* CRC-32 as zlib computes it (the gzip polynomial, reflected), through
+ * ISA-L's carry-less-multiply kernels: several times zlib's speed, which
+ * matters when every streamed record is checked. */
 static uint32_t crc32_span(const uint8_t *p, uint64_t n)
 {
-    uLong c = crc32(0L, Z_NULL, 0);
+    uint32_t c = 0;
     while (n > 0) {
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, p, k);
+        uint64_t k = n > (1u << 30) ? (1u << 30) : n;
+        c = crc32_gzip_refl(c, p, k);
         p += k;
         n -= k;
     }
-    return (uint32_t)c;
+    return c;
 }
 
 sr_status schema_add(struct shard_schema *s, const char *name,

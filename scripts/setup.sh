@@ -35,6 +35,7 @@ packages=(
     # libraries spotrun links
     openmpi-bin libopenmpi-dev libhdf5-dev hdf5-tools libcurl4-openssl-dev
     libssl-dev libxml2-dev libjansson-dev libopenblas-dev zlib1g-dev
+    libisal-dev
     # tests and interop checks
     libcmocka-dev python3 python3-numpy python3-h5py python3-boto3 awscli
     ca-certificates iproute2 procps

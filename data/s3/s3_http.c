@@ -504,6 +504,9 @@ static sr_status prepare(struct s3_http_xfer *x)
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                                 (long)ceil(c->cfg.stall_timeout_s)));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L));
+    /* read bodies in large pieces: fewer wake-ups here and less
+     * back-pressure on the server */
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEDATA, x));
