@@ -105,10 +105,11 @@ struct reader {
     pthread_mutex_t cache_mu;
     uint64_t cache_size;
 
-    /* chunk buffers (chunk_bytes each) kept for reuse, instead of a fresh
-     * allocation (and its page faults) per chunk */
+    /* chunk buffers (chunk_bytes each) are reused instead of allocated
+     * (and page-faulted) anew per chunk: at most spare_cap exist, in use
+     * or spare, a window's worth and two */
     uint8_t **spare;
-    size_t nspare, spare_cap;
+    size_t nspare, spare_cap, nbuffers;
 };
 
 /* A chunk buffer: a spare one, or a new one (lock held). */
@@ -116,19 +117,23 @@ static uint8_t *take_buffer(struct reader *r)
 {
     if (r->nspare)
         return r->spare[--r->nspare];
-    return malloc(r->o.chunk_bytes);
+    uint8_t *p = malloc(r->o.chunk_bytes);
+    if (p)
+        r->nbuffers++;
+    return p;
 }
 
-/* Keep a buffer for reuse while spares and the window's worth of chunks
- * stay within the window; free it otherwise (lock held). */
+/* Keep a buffer for reuse, or free it beyond the cap (lock held). */
 static void give_buffer(struct reader *r, uint8_t *p)
 {
-    if (p && r->nspare < r->spare_cap &&
-        r->bytes + (r->nspare + 1) * r->o.chunk_bytes <= r->o.window_bytes) {
+    if (!p)
+        return;
+    if (r->nbuffers <= r->spare_cap && r->nspare < r->spare_cap) {
         r->spare[r->nspare++] = p;
         return;
     }
     free(p);
+    r->nbuffers--;
 }
 
 void reader_default_opts(struct reader_opts *o)
@@ -693,7 +698,7 @@ sr_status reader_open(struct reader **out, struct storage *st,
     }
     r->ring = calloc(r->ring_cap, sizeof *r->ring);
     r->shards = calloc(ds->nshards, sizeof *r->shards);
-    r->spare_cap = (size_t)(r->o.window_bytes / r->o.chunk_bytes) + 1;
+    r->spare_cap = (size_t)(r->o.window_bytes / r->o.chunk_bytes) + 2;
     r->spare = calloc(r->spare_cap, sizeof *r->spare);
     r->fetchers = calloc((size_t)r->o.fetchers, sizeof *r->fetchers);
     if (s == SR_OK && (!r->ring || !r->shards || !r->fetchers || !r->spare))
