@@ -79,6 +79,14 @@ static const struct opt opts[] = {
       "bytes the cache directory may hold" },
     { "record-log", T_STR, F(record_log), "", 0, 0, NULL,
       "append each step's record ids to PATH.rank<N> (a local path)" },
+    { "collective-timeout", T_F64, F(collective_timeout_s), "60", 1, 1e6,
+      NULL, "seconds a rank waits in a collective for a dead or hung peer "
+      "before it exits" },
+    { "on-rebalance", T_CHOICE, F(on_rebalance), "checkpoint", 0, 0,
+      "checkpoint|stop|ignore", "what an EC2 rebalance recommendation does: "
+      "checkpoint now and go on, stop as for an interruption, or nothing" },
+    { "spot-poll-seconds", T_F64, F(spot_poll_s), "5", 0.1, 3600, NULL,
+      "how often the EC2 metadata service is asked for notices" },
     { "device", T_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
       "where the math runs" },
     { "threads", T_INT, F(threads), "0", 0, 4096, NULL,

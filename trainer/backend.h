@@ -19,8 +19,9 @@
 #include "mlp.h"
 #include "optim.h"
 
-#define BACKEND_GRAD_EXTRA 3
-enum { GRAD_EXTRA_LOSS = 0, GRAD_EXTRA_STOP = 1, GRAD_EXTRA_FAILED = 2 };
+#define BACKEND_GRAD_EXTRA 4
+enum { GRAD_EXTRA_LOSS = 0, GRAD_EXTRA_STOP = 1, GRAD_EXTRA_FAILED = 2,
+       GRAD_EXTRA_CKPT = 3 };
 
 struct pool;
 

@@ -2,22 +2,126 @@
  * comm.c: MPI collectives. Gradients are summed in place in one call over
  * the contiguous gradient buffer (MPI_IN_PLACE, MPI_SUM). Chunks above
  * INT_MAX elements are split because MPI counts are ints.
+ *
+ * Every collective is watched: a thread checks once a second how long the
+ * current one has been blocked, and past the timeout exits the process
+ * (a blocked MPI call cannot be interrupted; exiting makes mpirun end the
+ * whole job, the hung peer included).
  */
 #include "comm.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+
+static struct {
+    pthread_t thread;
+    int running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    double timeout;
+    double since;           /* monotonic start of the blocked call, 0 */
+    const char *what;
+    int rank;
+} wd = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&wd.mu);
+    while (!wd.stop) {
+        if (wd.since > 0 && now_s() - wd.since > wd.timeout) {
+            log_error("waited %.0f s in %s (--collective-timeout): another "
+                      "rank died or stopped responding; exiting", now_s() -
+                      wd.since, wd.what);
+            fflush(stdout);
+            fflush(stderr);
+            _exit(1);
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&wd.cv, &wd.mu, &until);
+    }
+    pthread_mutex_unlock(&wd.mu);
+    return NULL;
+}
+
+static void guard(const char *what)
+{
+    if (!wd.running)
+        return;
+    pthread_mutex_lock(&wd.mu);
+    wd.since = now_s();
+    wd.what = what;
+    pthread_mutex_unlock(&wd.mu);
+}
+
+static void unguard(void)
+{
+    if (!wd.running)
+        return;
+    pthread_mutex_lock(&wd.mu);
+    wd.since = 0;
+    pthread_mutex_unlock(&wd.mu);
+}
+
+sr_status comm_watchdog_start(struct comm *c, double timeout_s)
+{
+    if (wd.running || c->size == 1)
+        return SR_OK;
+    wd.timeout = timeout_s;
+    wd.rank = c->rank;
+    wd.stop = 0;
+    if (pthread_create(&wd.thread, NULL, watchdog_main, NULL) != 0)
+        return SR_FAIL(SR_ERR_NOMEM, "cannot start the collective "
+                       "watchdog");
+    wd.running = 1;
+    return SR_OK;
+}
+
+void comm_watchdog_stop(void)
+{
+    if (!wd.running)
+        return;
+    pthread_mutex_lock(&wd.mu);
+    wd.stop = 1;
+    pthread_cond_broadcast(&wd.cv);
+    pthread_mutex_unlock(&wd.mu);
+    pthread_join(wd.thread, NULL);
+    wd.running = 0;
+}
+
+void comm_watchdog_timeout(double timeout_s)
+{
+    pthread_mutex_lock(&wd.mu);
+    wd.timeout = timeout_s;
+    pthread_mutex_unlock(&wd.mu);
+}
 
 static sr_status mpi_grad_allreduce(struct comm *c, float *buf, size_t n)
 {
     if (c->size == 1)
         return SR_OK;
+    guard("the gradient all-reduce");
     while (n > 0) {
         int k = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, k, MPI_FLOAT, MPI_SUM,
-                                c->world));
+        int r = MPI_Allreduce(MPI_IN_PLACE, buf, k, MPI_FLOAT, MPI_SUM,
+                              c->world);
+        if (r != MPI_SUCCESS) {
+            unguard();
+            return SR_FAIL(SR_ERR_MPI, "gradient all-reduce failed");
+        }
         buf += k;
         n -= (size_t)k;
     }
+    unguard();
     return SR_OK;
 }
 
@@ -41,49 +145,59 @@ void comm_free(struct comm *c)
     (void)c;
 }
 
+/* A small in-place all-reduce, watched. */
+static sr_status reduce(struct comm *c, void *v, int n, MPI_Datatype t,
+                        MPI_Op op, const char *what)
+{
+    if (c->size == 1)
+        return SR_OK;
+    guard(what);
+    int r = MPI_Allreduce(MPI_IN_PLACE, v, n, t, op, c->world);
+    unguard();
+    if (r != MPI_SUCCESS)
+        return SR_FAIL(SR_ERR_MPI, "%s failed", what);
+    return SR_OK;
+}
+
 sr_status comm_sum_f64(struct comm *c, double *v, int n)
 {
-    if (c->size > 1)
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM,
-                                c->world));
-    return SR_OK;
+    return reduce(c, v, n, MPI_DOUBLE, MPI_SUM, "an all-reduce (sum)");
 }
 
 sr_status comm_max_f64(struct comm *c, double *v, int n)
 {
-    if (c->size > 1)
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_MAX,
-                                c->world));
-    return SR_OK;
+    return reduce(c, v, n, MPI_DOUBLE, MPI_MAX, "an all-reduce (max)");
+}
+
+sr_status comm_min_f64(struct comm *c, double *v, int n)
+{
+    return reduce(c, v, n, MPI_DOUBLE, MPI_MIN, "an all-reduce (min)");
 }
 
 sr_status comm_sum_i64(struct comm *c, int64_t *v, int n)
 {
-    if (c->size > 1)
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_SUM,
-                                c->world));
-    return SR_OK;
+    return reduce(c, v, n, MPI_INT64_T, MPI_SUM, "an all-reduce (sum)");
 }
 
 sr_status comm_all_equal_u64(struct comm *c, uint64_t v, int *equal)
 {
     uint64_t mm[2] = { v, ~v };
-    if (c->size > 1)
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_UINT64_T, MPI_MAX,
-                                c->world));
+    SR_TRY(reduce(c, mm, 2, MPI_UINT64_T, MPI_MAX, "the parameter check"));
     /* max(v) == v and max(~v) == ~v on every rank iff all v are equal */
-    *equal = mm[0] == v && mm[1] == ~v;
-    int all = *equal;
-    if (c->size > 1)
-        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN,
-                                c->world));
+    int all = mm[0] == v && mm[1] == ~v;
+    SR_TRY(reduce(c, &all, 1, MPI_INT, MPI_MIN, "the parameter check"));
     *equal = all;
     return SR_OK;
 }
 
 sr_status comm_barrier(struct comm *c)
 {
-    if (c->size > 1)
-        MPI_CHECK(MPI_Barrier(c->world));
+    if (c->size == 1)
+        return SR_OK;
+    guard("a barrier");
+    int r = MPI_Barrier(c->world);
+    unguard();
+    if (r != MPI_SUCCESS)
+        return SR_FAIL(SR_ERR_MPI, "barrier failed");
     return SR_OK;
 }

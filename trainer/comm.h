@@ -27,7 +27,16 @@ struct comm {
 sr_status comm_init(struct comm *c) SR_MUST_USE;
 void comm_free(struct comm *c);
 
+/* Bound how long any collective may block: past timeout_s (a peer died or
+ * hangs), the process logs it and exits 1, which ends the job under
+ * mpirun. Off until started. */
+sr_status comm_watchdog_start(struct comm *c, double timeout_s) SR_MUST_USE;
+void comm_watchdog_stop(void);
+/* Change the bound (e.g. longer while rank 0 writes a large checkpoint). */
+void comm_watchdog_timeout(double timeout_s);
+
 sr_status comm_sum_f64(struct comm *c, double *v, int n) SR_MUST_USE;
+sr_status comm_min_f64(struct comm *c, double *v, int n) SR_MUST_USE;
 sr_status comm_sum_i64(struct comm *c, int64_t *v, int n) SR_MUST_USE;
 sr_status comm_max_f64(struct comm *c, double *v, int n) SR_MUST_USE;
 /* Do all ranks hold the same value? (debug check of replicated state) */

@@ -325,11 +325,27 @@ static sr_status train_step(struct trainer *t)
                                1.0f / (float)t->cfg->batch_size);
     size_t len;
     float *g = t->ops->grads(t->be, &len);
-    g[t->m.nparams + GRAD_EXTRA_STOP] = 0.0f;
-    g[t->m.nparams + GRAD_EXTRA_FAILED] = s != SR_OK ? 1.0f : 0.0f;
+    float *extra = g + t->m.nparams;
+    struct spot_notice sn;
+    extra[GRAD_EXTRA_STOP] = spot_stop_requested(t->spot, &sn) ? 1.0f : 0.0f;
+    extra[GRAD_EXTRA_CKPT] = 0.0f;
+    if (strcmp(t->cfg->on_rebalance, "ignore") != 0 &&
+        spot_take_rebalance(t->spot, &sn)) {
+        log_warn("%s: %s", sn.what, strcmp(t->cfg->on_rebalance, "stop") == 0
+                 ? "stopping as for an interruption"
+                 : "taking a checkpoint and going on");
+        extra[strcmp(t->cfg->on_rebalance, "stop") == 0 ? GRAD_EXTRA_STOP
+                                                         : GRAD_EXTRA_CKPT] =
+            1.0f;
+    }
+    extra[GRAD_EXTRA_FAILED] = s != SR_OK ? 1.0f : 0.0f;
     SR_TRY(t->c->grad_allreduce(t->c, g, len));
-    if (g[t->m.nparams + GRAD_EXTRA_FAILED] != 0.0f)
+    if (extra[GRAD_EXTRA_FAILED] != 0.0f)
         return trainer_agree(t, s, "a training step");
+    /* every rank saw the same sums: all stop (or checkpoint) after this
+     * very step */
+    t->stop_agreed = extra[GRAD_EXTRA_STOP] != 0.0f;
+    t->ckpt_requested = extra[GRAD_EXTRA_CKPT] != 0.0f;
     if (t->record_log) {
         fprintf(t->record_log, "%lld", (long long)cur->step + 1);
         for (int i = 0; i < t->local_batch; i++)
@@ -410,6 +426,49 @@ static sr_status end_epoch(struct trainer *t, double epoch_start,
     return SR_OK;
 }
 
+/* Every rank stops after the same step: rank 0 commits the emergency
+ * checkpoint (after any in-flight one), the others wait for it, then all
+ * exit 75. The time from the earliest notice on any rank to the commit,
+ * and what is left before the announced deadline, are logged. */
+static sr_status interrupt(struct trainer *t)
+{
+    struct spot_notice sn;
+    memset(&sn, 0, sizeof sn);
+    int mine = spot_stop_requested(t->spot, &sn);
+    double v[2] = { mine ? sn.noticed : 1e300,
+                    mine && sn.deadline > 0 ? sn.deadline : 1e300 };
+    SR_TRY(comm_min_f64(t->c, v, 2));
+    if (mine)
+        log_warn("%s received: stopping after step %lld", sn.what,
+                 (long long)t->cur.step);
+    /* rank 0 may take a while to write; the others wait that long */
+    comm_watchdog_timeout(t->cfg->collective_timeout_s + 600);
+    sr_status s = SR_OK;
+    if (t->c->rank == 0 && t->ckw)
+        s = trainer_ckpt_now(t);
+    s = trainer_agree(t, s, "the emergency checkpoint");
+    comm_watchdog_timeout(t->cfg->collective_timeout_s);
+    if (s != SR_OK)
+        return s;
+    double now = wall_s();
+    if (t->c->rank == 0 && t->ckw) {
+        char left[64] = "no deadline announced";
+        if (v[1] < 1e299)
+            snprintf(left, sizeof left, "%.1f s before the announced "
+                     "deadline", v[1] - now);
+        log_info("interrupted: checkpoint of step %lld committed %.2f s "
+                 "after the first notice; %s", (long long)t->cur.step,
+                 now - v[0], left);
+    } else if (t->c->rank == 0) {
+        log_warn("interrupted after step %lld, but --checkpoint is not set: "
+                 "nothing to resume from", (long long)t->cur.step);
+    }
+    t->quiet = 1;       /* stopping is not an error to print */
+    return SR_FAIL(SR_ERR_INTERRUPTED, "interrupted after step %lld; run "
+                   "the same command again to resume",
+                   (long long)t->cur.step);
+}
+
 static sr_status run_epochs(struct trainer *t)
 {
     const struct train_config *cfg = t->cfg;
@@ -420,7 +479,7 @@ static sr_status run_epochs(struct trainer *t)
         int64_t done0 = cur->steps;
         double e0 = now_s();
         while (cur->position / cfg->batch_size < t->steps_per_epoch &&
-               cur->step < t->total_steps) {
+               cur->step < t->total_steps && !t->stop_agreed) {
             SR_TRY(train_step(t));
             if (cfg->check_sync_every > 0 &&
                 cur->step % cfg->check_sync_every == 0)
@@ -432,8 +491,13 @@ static sr_status run_epochs(struct trainer *t)
                             cur->loss_sum / (double)cur->steps,
                             el > 0 ? (double)(cur->steps - done0) *
                             (double)cfg->batch_size / el : 0);
-            if (cur->position / cfg->batch_size < t->steps_per_epoch)
-                SR_TRY(trainer_ckpt_maybe(t, 0));
+            if (cur->position / cfg->batch_size < t->steps_per_epoch &&
+                !t->stop_agreed)
+                SR_TRY(trainer_ckpt_maybe(t, t->ckpt_requested));
+        }
+        if (t->stop_agreed) {
+            progress_end(&t->progress);
+            return interrupt(t);
         }
         if (cur->position / cfg->batch_size < t->steps_per_epoch)
             break;      /* --max-steps ended it mid-epoch */
@@ -466,6 +530,7 @@ static void teardown(struct trainer *t)
     if (t->be)
         t->ops->destroy(t->be);
     pool_destroy(t->pool);
+    spot_stop(t->spot);
     reader_close(t->train.rd);
     reader_close(t->val.rd);
     sampler_free(&t->sampler);
@@ -597,6 +662,31 @@ static sr_status open_outputs(struct trainer *t)
     return SR_OK;
 }
 
+/* Rank 0's last line: how the run ended and its goodput (steps whose work
+ * survives, in the model or a committed checkpoint, over steps executed). */
+static void summary(struct trainer *t, sr_status s)
+{
+    if (t->c->rank != 0 || !t->be)
+        return;
+    int64_t executed = t->cur.step - t->start_step;
+    int64_t counted = executed;
+    struct ckpt_writer_stats ws = { .last_step = -1 };
+    if (t->ckw)
+        ckpt_writer_stats(t->ckw, &ws);
+    const char *how = s == SR_OK ? "finished"
+                    : s == SR_ERR_INTERRUPTED ? "interrupted" : "failed";
+    if (s != SR_OK && s != SR_ERR_INTERRUPTED)
+        counted = ws.last_step > t->start_step ? ws.last_step - t->start_step
+                                               : 0;
+    printf("summary status=%s steps_executed=%lld steps_counted=%lld "
+           "goodput=%.4f checkpoints=%lld checkpoint_write_s=%.3f "
+           "checkpoint_stall_s=%.3f\n", how, (long long)executed,
+           (long long)counted, executed ? (double)counted / (double)executed
+                                        : 1.0, (long long)ws.committed,
+           ws.write_s, t->stall_s);
+    fflush(stdout);
+}
+
 sr_status train_run(const struct train_config *cfg, const char *config_json,
                     struct comm *c, int *quiet)
 {
@@ -605,15 +695,27 @@ sr_status train_run(const struct train_config *cfg, const char *config_json,
     t.cfg = cfg;
     t.config_json = config_json;
     t.c = c;
-    sr_status s = trainer_agree(&t, setup(&t), "setup");
+    struct spot_opts so = { .poll_metadata = c->local_rank == 0,
+                            .poll_interval_s = cfg->spot_poll_s };
+    sr_status s = spot_start(&t.spot, &so);
+    if (s == SR_OK && spot_polling(t.spot))
+        log_info("watching the EC2 instance metadata for spot notices every "
+                 "%g s", cfg->spot_poll_s);
+    if (s == SR_OK)
+        s = trainer_agree(&t, setup(&t), "setup");
     if (s == SR_OK)
         s = trainer_agree(&t, trainer_ckpt_setup(&t), "resume");
     if (s == SR_OK)
         s = trainer_agree(&t, open_outputs(&t), "setup");
     if (s == SR_OK)
         s = trainer_agree(&t, open_readers(&t), "setup");
+    t.start_step = t.cur.step;
+    if (s == SR_OK)
+        s = comm_watchdog_start(c, cfg->collective_timeout_s);
     if (s == SR_OK)
         s = run_epochs(&t);
+    summary(&t, s);
+    comm_watchdog_stop();
     teardown(&t);
     *quiet = t.quiet;
     return s;

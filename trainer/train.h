@@ -54,6 +54,9 @@ struct train_config {
     char cache_dir[STORAGE_URI_MAX];
     uint64_t cache_limit;
     char record_log[STORAGE_URI_MAX];   /* local path prefix; debug */
+    double collective_timeout_s;
+    char on_rebalance[12];              /* checkpoint | stop | ignore */
+    double spot_poll_s;
 };
 
 /* Run the whole job on this rank. config_json is the effective

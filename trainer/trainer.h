@@ -6,6 +6,7 @@
 #define SPOTRUN_TRAINER_H
 
 #include "../checkpoint/writer.h"
+#include "../launcher/spot.h"
 #include "../data/dataset.h"
 #include "../data/reader.h"
 #include "../data/sampler.h"
@@ -84,6 +85,11 @@ struct trainer {
     int ckpt_pending;           /* one is due but another is in flight */
     double stall_s;             /* time the loop spent snapshotting */
     int quiet;                  /* the failure was another rank's */
+    /* interruptions */
+    struct spot_watcher *spot;
+    int stop_agreed;            /* every rank stops after this step */
+    int ckpt_requested;         /* a rebalance asks for a checkpoint */
+    int64_t start_step;         /* where this run began */
 };
 
 /* Collective: every rank learns the worst status among them. A rank that

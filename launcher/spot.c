@@ -1,0 +1,320 @@
+/*
+ * spot.c: the interruption watcher. The signal handler does nothing but
+ * note the first signal's number and time (clock_gettime is
+ * async-signal-safe); the metadata thread talks to IMDS with libcurl: a
+ * token from PUT /latest/api/token (TTL 6 h, renewed a minute before it
+ * runs out or on a 401), then GETs of spot/instance-action and
+ * events/recommendations/rebalance every poll interval. 404 means no
+ * notice. There is no IMDSv1 fallback.
+ */
+#include "spot.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/util.h"
+
+#define TOKEN_TTL 21600
+#define PROBE_TIMEOUT_MS 1000
+
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
+#define NSIGNALS (int)(sizeof stop_signals / sizeof stop_signals[0])
+
+static volatile sig_atomic_t sig_first;     /* signo of the first signal */
+static volatile sig_atomic_t sig_count;
+static volatile long sig_sec, sig_nsec;
+
+struct spot_watcher {
+    struct sigaction old[NSIGNALS];
+    pthread_t thread;
+    int running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    double interval;
+    char endpoint[256];
+    char token[256];
+    double token_expires;       /* monotonic */
+    struct spot_notice action;  /* kind NONE until an instance-action */
+    struct spot_notice rebalance;
+    int rebalance_pending;
+    char rebalance_seen[64];    /* noticeTime of the last one taken */
+};
+
+static void on_signal(int signo)
+{
+    if (!sig_first) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sig_sec = ts.tv_sec;
+        sig_nsec = ts.tv_nsec;
+        sig_first = signo;
+    }
+    sig_count++;
+}
+
+double spot_parse_time(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (!end || *end)
+        return -1;
+    return (double)timegm(&tm);
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    struct sr_buf *b = arg;
+    return buf_append(b, p, size * n) == SR_OK && b->len < 65536 ? size * n
+                                                                    : 0;
+}
+
+/* One request to IMDS; returns the HTTP status (0 when none came). */
+static long imds_request(struct spot_watcher *w, CURL *h, const char *method,
+                         const char *path, struct sr_buf *body,
+                         long timeout_ms)
+{
+    char url[512], hdr[320];
+    snprintf(url, sizeof url, "%s%s", w->endpoint, path);
+    struct curl_slist *hl = NULL;
+    if (strcmp(method, "PUT") == 0)
+        snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token-ttl-seconds: %d",
+                 TOKEN_TTL);
+    else
+        snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s", w->token);
+    hl = curl_slist_append(hl, hdr);
+    body->len = 0;
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "PUT") == 0)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hl);
+    return status;
+}
+
+static int fetch_token(struct spot_watcher *w, CURL *h, long timeout_ms)
+{
+    struct sr_buf body = { 0 };
+    long st = imds_request(w, h, "PUT", "/latest/api/token", &body,
+                           timeout_ms);
+    int ok = st == 200 && body.len > 0 && body.len < sizeof w->token;
+    if (ok) {
+        memcpy(w->token, body.data, body.len);
+        w->token[body.len] = '\0';
+        w->token_expires = now_s() + TOKEN_TTL - 60;
+    }
+    buf_free(&body);
+    return ok;
+}
+
+/* GET a notice document; 1 with its JSON when present. */
+static int fetch_notice(struct spot_watcher *w, CURL *h, const char *path,
+                        json_t **out)
+{
+    struct sr_buf body = { 0 };
+    long st = imds_request(w, h, "GET", path, &body, 2000);
+    if (st == 401) {                 /* token expired: renew, ask again */
+        w->token[0] = '\0';
+        if (fetch_token(w, h, 2000))
+            st = imds_request(w, h, "GET", path, &body, 2000);
+    }
+    *out = NULL;
+    if (st == 200)
+        *out = json_loadb((const char *)body.data, body.len, 0, NULL);
+    else if (st != 404 && st != 0)
+        log_debug("instance metadata %s answered %ld", path, st);
+    buf_free(&body);
+    return *out != NULL;
+}
+
+static void poll_once(struct spot_watcher *w, CURL *h)
+{
+    if (!w->token[0] || now_s() > w->token_expires)
+        if (!fetch_token(w, h, 2000))
+            return;
+    json_t *j;
+    if (fetch_notice(w, h, "/latest/meta-data/spot/instance-action", &j)) {
+        const char *action = json_string_value(json_object_get(j, "action"));
+        const char *when = json_string_value(json_object_get(j, "time"));
+        pthread_mutex_lock(&w->mu);
+        if (w->action.kind == SPOT_NONE && action) {
+            w->action.kind = SPOT_INSTANCE_ACTION;
+            w->action.noticed = wall_s();
+            w->action.deadline = when ? spot_parse_time(when) : 0;
+            if (w->action.deadline < 0)
+                w->action.deadline = 0;
+            snprintf(w->action.what, sizeof w->action.what,
+                     "spot instance-action %s at %s", action,
+                     when ? when : "an unknown time");
+        }
+        pthread_mutex_unlock(&w->mu);
+        json_decref(j);
+    }
+    if (fetch_notice(w, h, "/latest/meta-data/events/recommendations/rebalance",
+                     &j)) {
+        const char *when = json_string_value(json_object_get(j,
+                                                             "noticeTime"));
+        pthread_mutex_lock(&w->mu);
+        if (when && strcmp(when, w->rebalance_seen) != 0) {
+            snprintf(w->rebalance_seen, sizeof w->rebalance_seen, "%s", when);
+            w->rebalance.kind = SPOT_REBALANCE;
+            w->rebalance.noticed = wall_s();
+            w->rebalance.deadline = 0;
+            snprintf(w->rebalance.what, sizeof w->rebalance.what,
+                     "rebalance recommendation of %s", when);
+            w->rebalance_pending = 1;
+        }
+        pthread_mutex_unlock(&w->mu);
+        json_decref(j);
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    struct spot_watcher *w = arg;
+    CURL *h = curl_easy_init();
+    pthread_mutex_lock(&w->mu);
+    while (h && !w->stop) {
+        pthread_mutex_unlock(&w->mu);
+        poll_once(w, h);
+        pthread_mutex_lock(&w->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double t = (double)until.tv_sec + (double)until.tv_nsec * 1e-9 +
+                   w->interval;
+        until.tv_sec = (time_t)t;
+        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+        while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &until) !=
+               ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (h)
+        curl_easy_cleanup(h);
+    return NULL;
+}
+
+static int metadata_disabled(void)
+{
+    const char *v = getenv("AWS_EC2_METADATA_DISABLED");
+    return v && strcasecmp(v, "true") == 0;
+}
+
+sr_status spot_start(struct spot_watcher **out, const struct spot_opts *o)
+{
+    struct spot_watcher *w = calloc(1, sizeof *w);
+    if (!w)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->interval = o->poll_interval_s > 0 ? o->poll_interval_s : 5;
+    sig_first = 0;
+    sig_count = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < NSIGNALS; i++)
+        sigaction(stop_signals[i], &sa, &w->old[i]);
+
+    const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    snprintf(w->endpoint, sizeof w->endpoint, "%s",
+             ep && *ep ? ep : "http://169.254.169.254");
+    size_t el = strlen(w->endpoint);
+    if (el > 0 && w->endpoint[el - 1] == '/')
+        w->endpoint[el - 1] = '\0';
+    if (o->poll_metadata && !metadata_disabled()) {
+        CURL *h = curl_easy_init();
+        int ok = h && fetch_token(w, h, PROBE_TIMEOUT_MS);
+        if (h)
+            curl_easy_cleanup(h);
+        if (!ok)
+            log_debug("no instance metadata service answered at %s: spot "
+                      "notices come from signals only", w->endpoint);
+        else if (pthread_create(&w->thread, NULL, watch_main, w) == 0)
+            w->running = 1;
+    }
+    *out = w;
+    return SR_OK;
+}
+
+int spot_stop_requested(struct spot_watcher *w, struct spot_notice *out)
+{
+    if (sig_first) {
+        memset(out, 0, sizeof *out);
+        out->kind = SPOT_SIGNAL;
+        out->signo = sig_first;
+        out->noticed = (double)sig_sec + (double)sig_nsec * 1e-9;
+        const char *name = sig_first == SIGTERM ? "SIGTERM"
+                         : sig_first == SIGINT ? "SIGINT"
+                         : sig_first == SIGUSR1 ? "SIGUSR1" : "SIGUSR2";
+        snprintf(out->what, sizeof out->what, "%s", name);
+        return 1;
+    }
+    if (!w)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    int got = w->action.kind != SPOT_NONE;
+    if (got)
+        *out = w->action;
+    pthread_mutex_unlock(&w->mu);
+    return got;
+}
+
+int spot_take_rebalance(struct spot_watcher *w, struct spot_notice *out)
+{
+    if (!w)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    int got = w->rebalance_pending;
+    if (got) {
+        *out = w->rebalance;
+        w->rebalance_pending = 0;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return got;
+}
+
+int spot_polling(const struct spot_watcher *w)
+{
+    return w && w->running;
+}
+
+void spot_stop(struct spot_watcher *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->running)
+        pthread_join(w->thread, NULL);
+    for (int i = 0; i < NSIGNALS; i++)
+        sigaction(stop_signals[i], &w->old[i], NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
