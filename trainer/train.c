@@ -651,6 +651,8 @@ static sr_status open_outputs(struct trainer *t)
         if (!t->record_log)
             return SR_FAIL(SR_ERR_IO, "--record-log: cannot open %s: %s",
                            path, strerror(errno));
+        setvbuf(t->record_log, NULL, _IOLBF, 0);   /* whole lines survive a
+                                                      kill */
     }
     if (t->c->rank != 0)
         return SR_OK;
