@@ -38,7 +38,7 @@ packages=(
     libisal-dev
     # tests and interop checks
     libcmocka-dev python3 python3-numpy python3-h5py python3-boto3 awscli
-    ca-certificates iproute2 procps
+    ca-certificates curl iproute2 procps
     # the dataset of the main job
     dataset-fashion-mnist
 )
