@@ -9,24 +9,9 @@
 # BENCH_MAX_STALL_SHARE (e.g. 0.05) makes it exit 1 when a stall exceeds
 # that share of the synchronous time.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
+source "$(dirname "$0")/lib.sh"
+bench_s3_start ckbench
 ckb=$PWD/build/bench/ckpt_bench
-work=$(mktemp -d /tmp/spotrun-ckbench.XXXXXX)
-server=
-cleanup() {
-    [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-node --openssl-legacy-provider tests/s3server/server.js --dir "$work/s3" \
-    --port 0 --port-file "$work/port" --bucket bench >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done
-[[ -s $work/port ]] || { cat "$work/server.log" >&2; exit 1; }
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(<"$work/port")
-export AWS_ACCESS_KEY_ID=spotrun-test AWS_SECRET_ACCESS_KEY=spotrun-test-secret
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
 
 # hidden layers giving about 10 MB, 100 MB and 1 GB of state (12 bytes per
 # parameter: the parameter and two AdamW moments)
@@ -42,7 +27,7 @@ for entry in "${sizes[@]}"; do
     ts=()
     for _ in 1 2 3; do
         t0=$(date +%s.%N)
-        /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 cp --only-show-errors \
+        "${aws[@]}" s3 cp --only-show-errors \
             "$work/image.h5" "s3://bench/aws-${hidden//,/-}.h5"
         t1=$(date +%s.%N)
         ts+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")

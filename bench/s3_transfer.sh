@@ -10,37 +10,9 @@
 # BENCH_MIN_DOWNLOAD_RATIO / BENCH_MIN_UPLOAD_RATIO make it exit 1 when a
 # row is below.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
+source "$(dirname "$0")/lib.sh"
 sets=${*:-16x64 4x256}
-bash scripts/setup.sh >/dev/null
-spotrun=$PWD/build/spotrun
-work=$(mktemp -d /tmp/spotrun-s3bench.XXXXXX)
-server=
-cleanup() {
-    [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-node --openssl-legacy-provider tests/s3server/server.js --dir "$work/s3" \
-    --port 0 --port-file "$work/port" --bucket bench >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done
-[[ -s $work/port ]] || { cat "$work/server.log" >&2; exit 1; }
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(<"$work/port")
-export AWS_ACCESS_KEY_ID=spotrun-test AWS_SECRET_ACCESS_KEY=spotrun-test-secret
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
-aws=(/usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3")
-
-# time_cmd CMD...: seconds the command took
-time_cmd() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null
-    t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'
-}
+bench_s3_start s3bench
 
 median_mbs() { # bytes "t1 t2 t3" -> MB/s of the median time
     tr ' ' '\n' <<<"$2" | grep . | sort -n | awk -v b="$1" \

@@ -11,26 +11,8 @@
 # BENCH_MIN_AWS_RATIO, BENCH_MIN_CEILING_SHARE and BENCH_MAX_WAIT_SHARE make
 # it exit 1 when missed (e.g. 2, 0.8, 0.01).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
-spotrun=$PWD/build/spotrun
-work=$(mktemp -d /tmp/spotrun-stream.XXXXXX)
-server=
-cleanup() {
-    [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-node --openssl-legacy-provider tests/s3server/server.js --dir "$work/s3" \
-    --port 0 --port-file "$work/port" --bucket bench >"$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done
-[[ -s $work/port ]] || { cat "$work/server.log" >&2; exit 1; }
-port=$(<"$work/port")
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$port
-export AWS_ACCESS_KEY_ID=spotrun-test AWS_SECRET_ACCESS_KEY=spotrun-test-secret
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+source "$(dirname "$0")/lib.sh"
+bench_s3_start stream
 
 # copies: how many times Fashion-MNIST's training split is repeated
 make_set() { # copies uri
@@ -65,7 +47,6 @@ secs() { # command...: wall seconds
     t1=$(date +%s.%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
 }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 # curl: a config of ranged GETs (8 MiB) over every object, 8 in parallel
 /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3api list-objects-v2 \

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,28 +118,49 @@ static sr_status write_meta(struct h5img *h, const struct ckpt_meta *mt,
     return SR_OK;
 }
 
+static sr_status write_checkpoint(struct h5img *h, const struct ckpt_meta *meta,
+                                  const char *config_json,
+                                  const float *params, const float *opt_state)
+{
+    const struct mlp *m = &meta->shape;
+    SR_TRY(write_meta(h, meta, config_json));
+    SR_TRY(write_tensors(h, m, "params", params));
+    for (int k = 0; k < optim_state_per_param(meta->optim); k++) {
+        char group[64];
+        snprintf(group, sizeof group, "optimizer/%s",
+                 moment_names[meta->optim][k]);
+        SR_TRY(write_tensors(h, m, group,
+                             opt_state + (size_t)k * m->nparams));
+    }
+    return SR_OK;
+}
+
 sr_status ckpt_build_image(struct sr_buf *out, const struct ckpt_meta *meta,
                            const char *config_json, const float *params,
                            const float *opt_state)
 {
     struct h5img *h;
     SR_TRY(h5img_create(&h));
-    const struct mlp *m = &meta->shape;
-    sr_status s = write_meta(h, meta, config_json);
-    if (s == SR_OK)
-        s = write_tensors(h, m, "params", params);
-    for (int k = 0; k < optim_state_per_param(meta->optim) && s == SR_OK;
-         k++) {
-        char group[64];
-        snprintf(group, sizeof group, "optimizer/%s",
-                 moment_names[meta->optim][k]);
-        s = write_tensors(h, m, group, opt_state + (size_t)k * m->nparams);
-    }
+    sr_status s = write_checkpoint(h, meta, config_json, params, opt_state);
     if (s != SR_OK) {
         h5img_free(h);
         return s;
     }
     return h5img_finish(h, out);
+}
+
+sr_status ckpt_image_in(struct sr_buf *arena, size_t *len,
+                        const struct ckpt_meta *meta, const char *config_json,
+                        const float *params, const float *opt_state)
+{
+    struct h5img *h;
+    SR_TRY(h5img_create_in(&h, arena));
+    sr_status s = write_checkpoint(h, meta, config_json, params, opt_state);
+    if (s != SR_OK) {
+        h5img_free(h);
+        return s;
+    }
+    return h5img_finish_in(h, len);
 }
 
 sr_status ckpt_read_meta(struct ckpt_meta *mt, const void *img, size_t len,
@@ -246,6 +268,20 @@ sr_status ckpt_read_tensors(const void *img, size_t len, const char *what,
 
 /* ---- manifest and commit ---- */
 
+struct digest_job {
+    pthread_t thread;
+    const void *data;
+    size_t len;
+    char hex[65];
+};
+
+static void *digest_main(void *arg)
+{
+    struct digest_job *j = arg;
+    sha256_hex(j->data, j->len, j->hex);
+    return NULL;
+}
+
 sr_status ckpt_commit(struct storage *st, const char *root,
                       const struct ckpt_meta *meta, const void *img,
                       size_t len)
@@ -264,9 +300,17 @@ sr_status ckpt_commit(struct storage *st, const char *root,
     if (s != SR_ERR_NOT_FOUND)
         return s;
     sr_clear_error();
-    SR_TRY(storage_put(st, state_uri, img, len, 0));
-    char hex[65];
-    sha256_hex(img, len, hex);
+    /* the manifest's digest is computed while the object uploads */
+    struct digest_job dj = { .data = img, .len = len };
+    int threaded = pthread_create(&dj.thread, NULL, digest_main, &dj) == 0;
+    s = storage_put(st, state_uri, img, len, 0);
+    if (threaded)
+        pthread_join(dj.thread, NULL);
+    else
+        digest_main(&dj);
+    if (s != SR_OK)
+        return s;
+    const char *hex = dj.hex;
     json_t *j = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:f, s:[{s:s, s:I, "
                           "s:s}]}", "format", "spotrun-checkpoint-manifest",
                           "version", CKPT_FORMAT_VERSION, "step",

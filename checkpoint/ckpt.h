@@ -54,6 +54,13 @@ sr_status ckpt_build_image(struct sr_buf *out, const struct ckpt_meta *meta,
                            const char *config_json, const float *params,
                            const float *opt_state) SR_MUST_USE;
 
+/* The same image built in `arena` (see h5img_create_in): on success it is
+ * arena->data[0..*len). */
+sr_status ckpt_image_in(struct sr_buf *arena, size_t *len,
+                        const struct ckpt_meta *meta, const char *config_json,
+                        const float *params, const float *opt_state)
+    SR_MUST_USE;
+
 /* Read the metadata of an image (no tensors). */
 sr_status ckpt_read_meta(struct ckpt_meta *out, const void *img, size_t len,
                          const char *what) SR_MUST_USE;

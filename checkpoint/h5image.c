@@ -14,6 +14,7 @@
 struct h5img {
     hid_t file;
     char what[256];     /* names the image in read errors */
+    struct sr_buf *arena;   /* holds the file's bytes (h5img_create_in) */
 };
 
 static void quiet_hdf5(void)
@@ -21,14 +22,68 @@ static void quiet_hdf5(void)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-sr_status h5img_create(struct h5img **out)
+/* The core driver's memory hooks for h5img_create_in: the file lives in
+ * the arena, which only grows, and closing the file leaves it there. */
+static void *arena_realloc(void *ptr, size_t size, H5FD_file_image_op_t op,
+                           void *udata)
+{
+    (void)op;
+    struct sr_buf *a = udata;
+    if (ptr && ptr != a->data)
+        return NULL;
+    a->len = 0;
+    if (size > a->cap && buf_reserve(a, size) != SR_OK)
+        return NULL;
+    a->len = size;
+    return a->data;
+}
+
+static void *arena_malloc(size_t size, H5FD_file_image_op_t op, void *udata)
+{
+    return arena_realloc(NULL, size, op, udata);
+}
+
+static void *arena_memcpy(void *dst, const void *src, size_t n,
+                          H5FD_file_image_op_t op, void *udata)
+{
+    (void)op;
+    (void)udata;
+    return memcpy(dst, src, n);
+}
+
+static herr_t arena_free(void *ptr, H5FD_file_image_op_t op, void *udata)
+{
+    (void)ptr;
+    (void)op;
+    (void)udata;
+    return 0;
+}
+
+static void *arena_udata_copy(void *udata)
+{
+    return udata;
+}
+
+static herr_t arena_udata_free(void *udata)
+{
+    (void)udata;
+    return 0;
+}
+
+static sr_status create(struct h5img **out, struct sr_buf *arena)
 {
     quiet_hdf5();
     struct h5img *h = calloc(1, sizeof *h);
     if (!h)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    h->arena = arena;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 20, 0) < 0) {
+    H5FD_file_image_callbacks_t cb = {
+        arena_malloc, arena_memcpy, arena_realloc, arena_free,
+        arena_udata_copy, arena_udata_free, arena,
+    };
+    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 20, 0) < 0 ||
+        (arena && H5Pset_file_image_callbacks(fapl, &cb) < 0)) {
         if (fapl >= 0)
             H5Pclose(fapl);
         free(h);
@@ -44,6 +99,17 @@ sr_status h5img_create(struct h5img **out)
     }
     *out = h;
     return SR_OK;
+}
+
+sr_status h5img_create(struct h5img **out)
+{
+    return create(out, NULL);
+}
+
+sr_status h5img_create_in(struct h5img **out, struct sr_buf *arena)
+{
+    arena->len = 0;
+    return create(out, arena);
 }
 
 static hid_t link_props(void)
@@ -151,6 +217,32 @@ sr_status h5img_attr_f64(struct h5img *h, const char *obj, const char *name,
 {
     return write_attr(h, obj, name, H5T_IEEE_F64LE, H5Screate(H5S_SCALAR),
                       &v);
+}
+
+sr_status h5img_finish_in(struct h5img *h, size_t *len)
+{
+    sr_status s = SR_OK;
+    ssize_t size = -1;
+    if (!h->arena)
+        s = SR_FAIL(SR_ERR_INTERNAL, "h5img_finish_in needs h5img_create_in");
+    else if (H5Fflush(h->file, H5F_SCOPE_GLOBAL) < 0)
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: flushing the in-memory file failed");
+    else
+        size = H5Fget_file_image(h->file, NULL, 0);
+    /* closing marks the file closed in its superblock; the driver's
+     * memory (the arena) then holds the file, its first EOA bytes */
+    hid_t f = h->file;
+    h->file = -1;
+    if (H5Fclose(f) < 0 && s == SR_OK)
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: closing the in-memory file failed");
+    if (s == SR_OK && (size <= 0 || (size_t)size > h->arena->cap))
+        s = SR_FAIL(SR_ERR_HDF5, "HDF5: cannot size the file image");
+    if (s == SR_OK) {
+        h->arena->len = (size_t)size;
+        *len = (size_t)size;
+    }
+    h5img_free(h);
+    return s;
 }
 
 sr_status h5img_finish(struct h5img *h, struct sr_buf *out)

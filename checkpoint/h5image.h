@@ -4,7 +4,8 @@
  * can upload as one object and that h5py or h5dump open as a normal file.
  *
  * Writing: h5img_create, any number of datasets and attributes, then
- * h5img_finish, which hands back the file image. Reading: h5img_open on a
+ * h5img_finish, which hands back the file image (or h5img_create_in and
+ * h5img_finish_in, which build it in place). Reading: h5img_open on a
  * buffer (not copied; it must outlive the handle), then typed reads.
  */
 #ifndef SPOTRUN_H5IMAGE_H
@@ -19,6 +20,13 @@
 struct h5img;
 
 sr_status h5img_create(struct h5img **out) SR_MUST_USE;
+/* Build the file in `arena` instead: its bytes live there, in memory the
+ * caller keeps and reuses for the next file (a large image then costs no
+ * fresh pages and no copy). h5img_finish_in closes it and gives its
+ * length: the file is arena->data[0..len); frees h. */
+sr_status h5img_create_in(struct h5img **out, struct sr_buf *arena)
+    SR_MUST_USE;
+sr_status h5img_finish_in(struct h5img *h, size_t *len) SR_MUST_USE;
 /* A float32 dataset; name may contain '/' for groups (created as needed). */
 sr_status h5img_write_f32(struct h5img *h, const char *name, const float *v,
                           int ndim, const size_t *dims) SR_MUST_USE;

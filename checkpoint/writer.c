@@ -18,10 +18,12 @@ struct ckpt_writer {
     char root[STORAGE_URI_MAX];
     char *config_json;
     float *params, *opt_state;
+    struct sr_buf arena;    /* where each checkpoint's HDF5 image is built */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy;               /* a job is pending or running */
+    int busy;               /* a job is pending or running, or prefault */
+    int prefaulting;
     int stop;
     struct ckpt_meta job;
     sr_status last;         /* status of the last finished job */
@@ -33,12 +35,12 @@ struct ckpt_writer {
 static sr_status write_one(struct ckpt_writer *w, const struct ckpt_meta *m)
 {
     double t0 = now_s();
-    struct sr_buf img = { 0 };
-    sr_status s = ckpt_build_image(&img, m, w->config_json, w->params,
-                                   w->opt_state);
+    size_t len = 0;
+    sr_status s = ckpt_image_in(&w->arena, &len, m, w->config_json,
+                                w->params, w->opt_state);
     double t1 = now_s();
     if (s == SR_OK)
-        s = ckpt_commit(w->o.st, w->root, m, img.data, img.len);
+        s = ckpt_commit(w->o.st, w->root, m, w->arena.data, len);
     if (s == SR_ERR_EXISTS) {
         log_info("checkpoint step %lld already committed under %s",
                  (long long)m->step, w->root);
@@ -48,13 +50,13 @@ static sr_status write_one(struct ckpt_writer *w, const struct ckpt_meta *m)
         char b[32];
         log_info("checkpoint step %lld committed to %s (%s: image %.2f s, "
                  "write %.2f s, %.0f MB/s)", (long long)m->step, w->root,
-                 fmt_bytes(b, sizeof b, img.len), t1 - t0, up,
-                 up > 0 ? (double)img.len / up / 1e6 : 0.0);
+                 fmt_bytes(b, sizeof b, len), t1 - t0, up,
+                 up > 0 ? (double)len / up / 1e6 : 0.0);
         pthread_mutex_lock(&w->mu);
         w->stats.committed++;
         w->stats.last_step = m->step;
         w->stats.last_write_s = dt;
-        w->stats.last_bytes = img.len;
+        w->stats.last_bytes = len;
         w->stats.write_s += dt;
         pthread_mutex_unlock(&w->mu);
         s = ckpt_prune(w->o.st, w->root, w->o.keep);
@@ -64,14 +66,32 @@ static sr_status write_one(struct ckpt_writer *w, const struct ckpt_meta *m)
             s = SR_OK;
         }
     }
-    buf_free(&img);
     return s;
+}
+
+/* Touch the snapshot buffers and the image arena once, in this thread
+ * while training starts, so the first checkpoint (often the emergency one
+ * of a resumed run) does not pay a page fault per 4 KiB of state. */
+static void prefault(struct ckpt_writer *w)
+{
+    size_t state = (w->o.nparams + w->o.nstate) * sizeof(float);
+    memset(w->params, 0, w->o.nparams * sizeof(float));
+    memset(w->opt_state, 0, w->o.nstate * sizeof(float));
+    /* the image: the state plus a little metadata */
+    size_t image = state + state / 64 + (1u << 20);
+    if (buf_reserve(&w->arena, image) == SR_OK)
+        memset(w->arena.data, 0, image);
+    else
+        sr_clear_error();      /* the first checkpoint grows it instead */
 }
 
 static void *writer_main(void *arg)
 {
     struct ckpt_writer *w = arg;
+    prefault(w);        /* busy and prefaulting were set at start */
     pthread_mutex_lock(&w->mu);
+    w->busy = w->prefaulting = 0;
+    pthread_cond_broadcast(&w->cv);
     for (;;) {
         while (!w->busy && !w->stop)
             pthread_cond_wait(&w->cv, &w->mu);
@@ -119,6 +139,7 @@ sr_status ckpt_writer_start(struct ckpt_writer **out,
                        "snapshot (%zu floats)", o->nparams + o->nstate);
     }
     w->o.root = w->root;
+    w->busy = w->prefaulting = 1;   /* a snapshot waits for the prefault */
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -152,7 +173,7 @@ int ckpt_writer_busy(struct ckpt_writer *w)
 int64_t ckpt_writer_in_flight(struct ckpt_writer *w)
 {
     pthread_mutex_lock(&w->mu);
-    int64_t step = w->busy ? w->job.step : -1;
+    int64_t step = w->busy && !w->prefaulting ? w->job.step : -1;
     pthread_mutex_unlock(&w->mu);
     return step;
 }
@@ -223,5 +244,6 @@ void ckpt_writer_stop(struct ckpt_writer *w)
     free(w->params);
     free(w->opt_state);
     free(w->config_json);
+    buf_free(&w->arena);
     free(w);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 double now_s(void)
 {
@@ -25,6 +26,30 @@ double wall_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double process_age_s(void)
+{
+    /* field 22 of /proc/self/stat: start time in clock ticks since boot;
+     * field 2 (the command name) may hold spaces, so count from its ')' */
+    char line[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    char *p = strrchr(line, ')');
+    unsigned long long ticks;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (!p || hz <= 0 || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u "
+                                "%*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+                                "%*d %llu", &ticks) != 1)
+        return -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 -
+           (double)ticks / (double)hz;
 }
 
 int parse_i64(int64_t *out, const char *s)

@@ -15,6 +15,9 @@
 double now_s(void);
 /* Seconds since the Unix epoch (wall clock). */
 double wall_s(void);
+/* Seconds since this process started (exec included; 10 ms resolution);
+ * -1 when /proc cannot tell. */
+double process_age_s(void);
 
 /* Parse a whole string; 0 on success, -1 when s is not a number or is out
  * of range. */

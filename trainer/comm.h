@@ -43,5 +43,7 @@ sr_status comm_max_f64(struct comm *c, double *v, int n) SR_MUST_USE;
 sr_status comm_all_equal_u64(struct comm *c, uint64_t v, int *equal)
     SR_MUST_USE;
 sr_status comm_barrier(struct comm *c) SR_MUST_USE;
+/* Rank 0's n bytes to every rank (collective; n must agree). */
+sr_status comm_bcast_bytes(struct comm *c, void *buf, size_t n) SR_MUST_USE;
 
 #endif

@@ -712,6 +712,9 @@ sr_status train_run(const struct train_config *cfg, const char *config_json,
     if (s == SR_OK)
         s = trainer_agree(&t, open_readers(&t), "setup");
     t.start_step = t.cur.step;
+    if (s == SR_OK && c->rank == 0)
+        log_info("training from step %lld, %.2f s after the process started",
+                 (long long)t.cur.step, process_age_s());
     if (s == SR_OK)
         s = comm_watchdog_start(c, cfg->collective_timeout_s);
     if (s == SR_OK)

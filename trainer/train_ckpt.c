@@ -112,17 +112,6 @@ static sr_status find_checkpoint(struct trainer *t, struct sr_buf *img,
     return s;
 }
 
-static sr_status bcast_bytes(struct comm *c, uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        int k = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        MPI_CHECK(MPI_Bcast(p, k, MPI_BYTE, 0, c->world));
-        p += k;
-        n -= (size_t)k;
-    }
-    return SR_OK;
-}
-
 /* Collective: rank 0 finds, everyone receives and loads. */
 static sr_status resume(struct trainer *t)
 {
@@ -131,15 +120,12 @@ static sr_status resume(struct trainer *t)
     struct ckpt_meta mt;
     int found = 0;
     sr_status s = SR_OK;
+    double t0 = now_s();
     if (c->rank == 0)
         s = find_checkpoint(t, &img, &mt, &found);
+    double t_found = now_s();
     int64_t hdr[2] = { s, s == SR_OK && found ? (int64_t)img.len : -1 };
-    sr_status m = SR_OK;
-    if (c->size > 1) {
-        int r = MPI_Bcast(hdr, 2, MPI_INT64_T, 0, c->world);
-        if (r != MPI_SUCCESS)
-            m = SR_FAIL(SR_ERR_MPI, "broadcast of the checkpoint failed");
-    }
+    sr_status m = comm_bcast_bytes(c, hdr, sizeof hdr);
     if (m == SR_OK && hdr[0] != SR_OK && c->rank != 0)
         m = SR_FAIL((sr_status)hdr[0], "rank 0 could not resume (see its "
                     "error)");
@@ -149,7 +135,7 @@ static sr_status resume(struct trainer *t)
             img.len = (size_t)hdr[1];
         }
         if (m == SR_OK)
-            m = bcast_bytes(c, img.data, (size_t)hdr[1]);
+            m = comm_bcast_bytes(c, img.data, (size_t)hdr[1]);
     }
     if (s == SR_OK)
         s = m;
@@ -187,10 +173,14 @@ static sr_status resume(struct trainer *t)
         .loss_sum = mt.epoch_loss_sum, .steps = mt.epoch_steps,
         .wait_s = mt.epoch_wait_s,
     };
-    log_info("resumed from %s: step %lld, epoch %lld, %lld records into it%s",
-             what, (long long)mt.step, (long long)mt.epoch + 1,
+    char sz[32];
+    log_info("resumed from %s: step %lld, epoch %lld, %lld records into it%s "
+             "(%s: found and read in %.2f s, loaded in %.2f s)", what,
+             (long long)mt.step, (long long)mt.epoch + 1,
              (long long)mt.position, mt.world_size != c->size
-             ? " (world size changed)" : "");
+             ? " (world size changed)" : "",
+             fmt_bytes(sz, sizeof sz, (uint64_t)hdr[1]), t_found - t0,
+             now_s() - t_found);
     if (mt.world_size != c->size)
         log_info("checkpoint was written by %lld rank(s), this run has %d; "
                  "the global sample sequence continues unchanged",

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "checkpoint/ckpt.h"
+#include "checkpoint/h5image.h"
 #include "checkpoint/writer.h"
 
 static char dir[64];
@@ -119,6 +120,44 @@ static void test_ckpt__image_round_trip(void **state)
     assert_int_not_equal(ckpt_read_meta(&r, img.data, img.len, "img"),
                          SR_OK);
     buf_free(&img);
+    free(p);
+    free(o);
+    free(p2);
+    free(o2);
+}
+
+/* Built in place in a reused arena, the image is byte for byte the one
+ * h5img_finish copies out, also the second time round. */
+static void test_ckpt__image_in_arena(void **state)
+{
+    (void)state;
+    struct ckpt_meta m, r;
+    make_meta(&m, 7);
+    size_t np = m.shape.nparams;
+    float *p = malloc(np * sizeof(float)), *o = malloc(2 * np * sizeof(float));
+    float *p2 = malloc(np * sizeof(float)), *o2 = malloc(2 * np *
+                                                         sizeof(float));
+    struct sr_buf arena = { 0 };
+    for (int round = 0; round < 2; round++) {
+        m.step = 7 + round;
+        fill(p, np, 1.0f + (float)round);
+        fill(o, 2 * np, -2.0f - (float)round);
+        struct sr_buf copy = { 0 };
+        assert_int_equal(ckpt_build_image(&copy, &m, "{}", p, o), SR_OK);
+        size_t len = 0;
+        assert_int_equal(ckpt_image_in(&arena, &len, &m, "{}", p, o), SR_OK);
+        assert_int_equal(len, copy.len);
+        assert_memory_equal(arena.data, copy.data, len);
+        assert_int_equal(ckpt_read_meta(&r, arena.data, len, "arena"),
+                         SR_OK);
+        assert_int_equal(r.step, 7 + round);
+        assert_int_equal(ckpt_read_tensors(arena.data, len, "arena", &r, p2,
+                                           o2), SR_OK);
+        assert_memory_equal(p, p2, np * sizeof(float));
+        assert_memory_equal(o, o2, 2 * np * sizeof(float));
+        buf_free(&copy);
+    }
+    buf_free(&arena);
     free(p);
     free(o);
     free(p2);
@@ -256,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ckpt__image_round_trip),
+        cmocka_unit_test(test_ckpt__image_in_arena),
         cmocka_unit_test_setup_teardown(test_ckpt__commit_load_and_corruption,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_ckpt__prune, setup, teardown),

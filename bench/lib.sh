@@ -1,0 +1,41 @@
+# lib.sh: sourced by the S3 benchmarks. bench_s3_start NAME makes a scratch
+# directory ($work), starts the local S3 test server on a free loopback port
+# with a bucket "bench", points spotrun and the AWS CLI at it, and removes
+# both on exit. Also sets $spotrun, $port and $aws (Debian's AWS CLI with
+# the endpoint).
+
+bench_s3_start() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    bash scripts/setup.sh >/dev/null
+    spotrun=$PWD/build/spotrun
+    work=$(mktemp -d "/tmp/spotrun-$1.XXXXXX")
+    server=
+    trap bench_cleanup EXIT
+    node --openssl-legacy-provider tests/s3server/server.js --dir "$work/s3" \
+        --port 0 --port-file "$work/port" --bucket bench >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done
+    [[ -s $work/port ]] || { cat "$work/server.log" >&2; exit 1; }
+    port=$(<"$work/port")
+    export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$port
+    export AWS_ACCESS_KEY_ID=spotrun-test AWS_SECRET_ACCESS_KEY=spotrun-test-secret
+    export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    unset AWS_PROFILE AWS_SESSION_TOKEN
+    aws=(/usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3")
+}
+
+bench_cleanup() {
+    [[ -n ${server:-} ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$work"
+}
+
+# median: the middle of the numbers on stdin (one per line or space-separated)
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# time_cmd CMD...: run it (stdout dropped) and print the seconds it took
+time_cmd() {
+    local t0=$EPOCHREALTIME
+    "$@" >/dev/null
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
