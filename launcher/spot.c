@@ -34,7 +34,6 @@ static volatile sig_atomic_t sig_count;
 static volatile long sig_sec, sig_nsec;
 
 struct spot_watcher {
-    struct sigaction old[NSIGNALS];
     pthread_t thread;
     int running;
     pthread_mutex_t mu;
@@ -237,7 +236,7 @@ sr_status spot_start(struct spot_watcher **out, const struct spot_opts *o)
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     for (int i = 0; i < NSIGNALS; i++)
-        sigaction(stop_signals[i], &sa, &w->old[i]);
+        sigaction(stop_signals[i], &sa, NULL);
 
     const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
     snprintf(w->endpoint, sizeof w->endpoint, "%s",
@@ -312,8 +311,8 @@ void spot_stop(struct spot_watcher *w)
     pthread_mutex_unlock(&w->mu);
     if (w->running)
         pthread_join(w->thread, NULL);
-    for (int i = 0; i < NSIGNALS; i++)
-        sigaction(stop_signals[i], &w->old[i], NULL);
+    /* the handlers stay: a notice that reaches a run while it winds down
+     * after its last step must not turn a finished run into a killed one */
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -49,7 +49,8 @@ int spot_stop_requested(struct spot_watcher *w, struct spot_notice *out);
 int spot_take_rebalance(struct spot_watcher *w, struct spot_notice *out);
 /* Whether the metadata thread is running (for the start-up log). */
 int spot_polling(const struct spot_watcher *w);
-/* Stop the thread and restore the signal dispositions. */
+/* Stop the thread. The signal handlers stay installed (they only record):
+ * a late notice never kills a process that is winding down. */
 void spot_stop(struct spot_watcher *w);
 
 /* "2017-09-18T08:22:00Z" -> Unix seconds; -1 when malformed. */
