@@ -88,7 +88,17 @@ static const struct opt opts[] = {
     { "spot-poll-seconds", T_F64, F(spot_poll_s), "5", 0.1, 3600, NULL,
       "how often the EC2 metadata service is asked for notices" },
     { "device", T_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
-      "where the math runs" },
+      "where the math runs: auto = a GPU when the CUDA plugin loads and "
+      "finds one, else the CPU" },
+    { "precision", T_CHOICE, F(precision), "fp32", 0, 0, "fp32|tf32|bf16",
+      "GPU matrix products: fp32, tf32 tensor cores, or bf16 with fp32 "
+      "master weights (the CPU always computes in fp32)" },
+    { "comm", T_CHOICE, F(comm), "auto", 0, 0, "auto|nccl|mpi",
+      "GPU gradient all-reduce: nccl (a GPU per rank), mpi through host "
+      "memory (ranks may share a GPU), auto = nccl when it can" },
+    { "bucket-mb", T_F64, F(bucket_mb), "25", 0.001, 65536, NULL,
+      "MiB of gradients per all-reduce bucket on the GPU (sent as soon as "
+      "their layers' backward is done)" },
     { "threads", T_INT, F(threads), "0", 0, 4096, NULL,
       "math threads per rank; 0 = cores / ranks on the host" },
     { "model-dir", T_URI, F(model_dir), "", 0, 0, NULL,

@@ -46,6 +46,7 @@ struct backend {
     float *params;
     float *grads;           /* nparams + BACKEND_GRAD_EXTRA */
     float *state;           /* optimizer state */
+    struct backend_comm comm;   /* size 0 = a single process */
     struct pool *pool;      /* the caller's, or own_pool */
     struct pool *own_pool;
     int nlanes;
@@ -103,6 +104,8 @@ static sr_status cpu_create(struct backend **out, const struct mlp *m,
     b->max_batch = o->max_batch;
     b->optim = o->optim;
     b->pool = o->pool;
+    if (o->comm)
+        b->comm = *o->comm;
     if (!b->pool) {
         sr_status s = pool_create(&b->own_pool, 1);
         if (s != SR_OK) {
@@ -351,10 +354,32 @@ static sr_status cpu_train_step(struct backend *b, const float *x,
     return SR_OK;
 }
 
-static float *cpu_grads(struct backend *b, size_t *len)
+/* The extras ride after the gradients in one in-place all-reduce. */
+static sr_status cpu_grad_allreduce(struct backend *b,
+                                    float extra[BACKEND_GRAD_EXTRA])
 {
-    *len = b->m.nparams + BACKEND_GRAD_EXTRA;
-    return b->grads;
+    float *tail = b->grads + b->m.nparams;
+    for (int i = 0; i < BACKEND_GRAD_EXTRA; i++)
+        if (i != GRAD_EXTRA_LOSS)
+            tail[i] = extra[i];
+    if (b->comm.size > 1)
+        SR_TRY(b->comm.allreduce_f32(b->comm.ctx, b->grads,
+                                     b->m.nparams + BACKEND_GRAD_EXTRA));
+    memcpy(extra, tail, BACKEND_GRAD_EXTRA * sizeof(float));
+    return SR_OK;
+}
+
+static sr_status cpu_set_grads(struct backend *b, const float *host)
+{
+    memcpy(b->grads, host, b->m.nparams * sizeof(float));
+    return SR_OK;
+}
+
+static sr_status cpu_get_grads(struct backend *b, float *host)
+{
+    memcpy(host, b->grads,
+           (b->m.nparams + BACKEND_GRAD_EXTRA) * sizeof(float));
+    return SR_OK;
 }
 
 /* The optimizer over this thread's parameter range, tensor by tensor
@@ -441,7 +466,9 @@ const struct backend_ops backend_cpu_ops = {
     .set_opt_state = cpu_set_opt_state,
     .get_opt_state = cpu_get_opt_state,
     .train_step = cpu_train_step,
-    .grads = cpu_grads,
+    .grad_allreduce = cpu_grad_allreduce,
+    .set_grads = cpu_set_grads,
+    .get_grads = cpu_get_grads,
     .optimizer_step = cpu_optimizer_step,
     .evaluate = cpu_evaluate,
 };

@@ -23,6 +23,7 @@
 #include "../common/log.h"
 #include "../common/pool.h"
 #include "../common/util.h"
+#include "plugin.h"
 #include "trainer.h"
 
 /* Math threads: a process bound to fewer cores than the host has uses
@@ -141,30 +142,9 @@ static sr_status setup(struct trainer *t)
     t->sched.warmup_steps = (uint64_t)cfg->warmup_steps;
     t->sched.total_steps = (uint64_t)(t->steps_per_epoch * cfg->epochs);
 
-    if (strcmp(cfg->device, "cuda") == 0)
-        return SR_FAIL(SR_ERR_USAGE, "--device cuda: this build has no CUDA "
-                       "backend");
-    t->ops = &backend_cpu_ops;
     int threads = cfg->threads > 0 ? (int)cfg->threads
                                    : default_threads(t->c);
     SR_TRY(pool_create(&t->pool, threads));
-    struct backend_opts bo = {
-        .max_batch = t->local_batch > cfg->eval_batch_size
-                     ? t->local_batch : (int)cfg->eval_batch_size,
-        .pool = t->pool,
-        .optim = t->op.kind,
-    };
-    SR_TRY(t->ops->create(&t->be, &t->m, &bo));
-    t->host_params = malloc(t->m.nparams * sizeof(float));
-    size_t rows = (size_t)bo.max_batch;
-    t->x = malloc(rows * t->train.spec.in * sizeof(float));
-    t->y = malloc(rows * sizeof(int32_t));
-    t->recs = malloc(rows * sizeof *t->recs);
-    t->ids = malloc(rows * sizeof *t->ids);
-    if (!t->host_params || !t->x || !t->y || !t->recs || !t->ids)
-        return SR_FAIL(SR_ERR_NOMEM, "out of memory for batch buffers");
-    mlp_init_params(&t->m, t->host_params, cfg->seed);
-    SR_TRY(t->ops->set_params(t->be, t->host_params));
 
     uint64_t *counts = malloc(t->train.ds.nshards * sizeof *counts);
     if (!counts)
@@ -179,6 +159,138 @@ static sr_status setup(struct trainer *t)
     dataset_digest(&t->train.ds, t->dataset_id);
     progress_init(&t->progress, t->c->rank == 0 ? cfg->progress : "off",
                   cfg->progress_every_s);
+    return SR_OK;
+}
+
+/* Batch buffers in the memory the backend reads fastest. */
+static void *batch_alloc(const struct trainer *t, size_t bytes)
+{
+    if (t->ops->host_alloc)
+        return t->ops->host_alloc(bytes);
+    return malloc(bytes);
+}
+
+static void batch_free(const struct trainer *t, void *p)
+{
+    if (p && t->ops && t->ops->host_free)
+        t->ops->host_free(p);
+    else
+        free(p);
+}
+
+static sr_status comm_bcast_cb(void *ctx, void *buf, size_t n)
+{
+    return comm_bcast_bytes(ctx, buf, n);
+}
+
+static sr_status comm_allreduce_cb(void *ctx, float *buf, size_t n)
+{
+    struct comm *c = ctx;
+    return c->grad_allreduce(c, buf, n);
+}
+
+static enum backend_precision precision_of(const char *s)
+{
+    return strcmp(s, "bf16") == 0 ? PRECISION_BF16
+         : strcmp(s, "tf32") == 0 ? PRECISION_TF32 : PRECISION_FP32;
+}
+
+static enum backend_comm_kind comm_kind_of(const char *s)
+{
+    return strcmp(s, "nccl") == 0 ? BACKEND_COMM_NCCL
+         : strcmp(s, "mpi") == 0 ? BACKEND_COMM_MPI : BACKEND_COMM_AUTO;
+}
+
+/* Collective: the CUDA backend on every rank, or an error on every rank
+ * (SR_ERR_USAGE when a rank has no usable GPU, with the reason recorded;
+ * the backend's own status when it failed to start). */
+static sr_status open_gpu(struct trainer *t, const struct backend_opts *bo)
+{
+    const struct backend_plugin *p = NULL;
+    int count = 0;
+    sr_status s = plugin_load_cuda(&p);
+    if (s == SR_OK)
+        s = p->probe(&count);
+    if (s == SR_OK && count == 0)
+        s = SR_FAIL(SR_ERR_NOT_FOUND, "the CUDA plugin sees no GPU on this "
+                    "host");
+    double bad = s != SR_OK;
+    SR_TRY(comm_sum_f64(t->c, &bad, 1));
+    if (bad > 0) {
+        if (s == SR_OK)
+            return SR_FAIL(SR_ERR_USAGE, "%.0f of %d ranks have no usable "
+                           "GPU", bad, t->c->size);
+        char why[768];
+        snprintf(why, sizeof why, "%s", sr_errmsg_user());
+        if (t->c->rank != 0)
+            log_debug("no usable GPU: %s", why);
+        return SR_FAIL(SR_ERR_USAGE, "no usable GPU: %s", why);
+    }
+    s = p->ops->create(&t->be, &t->m, bo);
+    bad = s != SR_OK;
+    SR_TRY(comm_sum_f64(t->c, &bad, 1));
+    if (bad > 0 && s == SR_OK) {
+        p->ops->destroy(t->be);
+        t->be = NULL;
+        return SR_FAIL(SR_ERR_CUDA, "the CUDA backend failed to start on "
+                       "%.0f of %d ranks", bad, t->c->size);
+    }
+    if (s != SR_OK)
+        return s;
+    t->ops = p->ops;
+    return SR_OK;
+}
+
+/* Collective: choose the backend (--device), create it, allocate the batch
+ * buffers in the memory it reads best, and load the initial parameters.
+ * --device auto falls back to the CPU with one line saying why. */
+static sr_status setup_backend(struct trainer *t)
+{
+    const struct train_config *cfg = t->cfg;
+    t->bcomm = (struct backend_comm){
+        .rank = t->c->rank, .size = t->c->size,
+        .local_rank = t->c->local_rank, .local_size = t->c->local_size,
+        .ctx = t->c, .bcast = comm_bcast_cb,
+        .allreduce_f32 = comm_allreduce_cb,
+    };
+    struct backend_opts bo = {
+        .max_batch = t->local_batch > cfg->eval_batch_size
+                     ? t->local_batch : (int)cfg->eval_batch_size,
+        .pool = t->pool,
+        .optim = t->op.kind,
+        .comm = &t->bcomm,
+        .precision = precision_of(cfg->precision),
+        .comm_kind = comm_kind_of(cfg->comm),
+        .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
+        .comm_timeout_s = cfg->collective_timeout_s,
+    };
+    if (strcmp(cfg->device, "cpu") != 0) {
+        sr_status s = open_gpu(t, &bo);
+        char why[768];
+        snprintf(why, sizeof why, "%s", s != SR_OK ? sr_errmsg_user() : "");
+        if (s != SR_OK && strcmp(cfg->device, "cuda") == 0) {
+            if (s == SR_ERR_USAGE || s == SR_ERR_NOT_FOUND)
+                return SR_FAIL(SR_ERR_USAGE, "--device cuda: %s", why);
+            return s;
+        }
+        if (s != SR_OK && t->c->rank == 0)
+            log_info("device auto: %s; training on the CPU", why);
+    }
+    if (!t->be) {
+        t->ops = &backend_cpu_ops;
+        SR_TRY(t->ops->create(&t->be, &t->m, &bo));
+    }
+    size_t rows = (size_t)bo.max_batch;
+    t->host_params = malloc(t->m.nparams * sizeof(float));
+    t->x = batch_alloc(t, rows * t->train.spec.in * sizeof(float));
+    t->y = batch_alloc(t, rows * sizeof(int32_t));
+    t->recs = malloc(rows * sizeof *t->recs);
+    t->ids = malloc(rows * sizeof *t->ids);
+    if (!t->host_params || !t->x || !t->y || !t->recs || !t->ids)
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory for batch buffers");
+    mlp_init_params(&t->m, t->host_params, cfg->seed);
+    SR_TRY(t->ops->set_params(t->be, t->host_params));
+
     char dims[128];
     size_t dl = 0;
     for (int l = 0; l <= t->m.nlayers && dl + 12 < sizeof dims; l++)
@@ -187,7 +299,7 @@ static sr_status setup(struct trainer *t)
     log_info("model mlp %s (%zu parameters), optimizer %s, backend %s, %d "
              "rank(s) x %d thread(s), global batch %lld (%d per rank), "
              "%lld steps/epoch", dims, t->m.nparams, cfg->optimizer,
-             t->ops->name, t->c->size, threads,
+             t->ops->name, t->c->size, pool_size(t->pool),
              (long long)cfg->batch_size, t->local_batch,
              (long long)t->steps_per_epoch);
     return SR_OK;
@@ -323,12 +435,9 @@ static sr_status train_step(struct trainer *t)
     if (s == SR_OK)
         s = t->ops->train_step(t->be, t->x, t->y, t->local_batch,
                                1.0f / (float)t->cfg->batch_size);
-    size_t len;
-    float *g = t->ops->grads(t->be, &len);
-    float *extra = g + t->m.nparams;
+    float extra[BACKEND_GRAD_EXTRA] = { 0 };
     struct spot_notice sn;
     extra[GRAD_EXTRA_STOP] = spot_stop_requested(t->spot, &sn) ? 1.0f : 0.0f;
-    extra[GRAD_EXTRA_CKPT] = 0.0f;
     if (strcmp(t->cfg->on_rebalance, "ignore") != 0 &&
         spot_take_rebalance(t->spot, &sn)) {
         log_warn("%s: %s", sn.what, strcmp(t->cfg->on_rebalance, "stop") == 0
@@ -339,7 +448,7 @@ static sr_status train_step(struct trainer *t)
             1.0f;
     }
     extra[GRAD_EXTRA_FAILED] = s != SR_OK ? 1.0f : 0.0f;
-    SR_TRY(t->c->grad_allreduce(t->c, g, len));
+    SR_TRY(t->ops->grad_allreduce(t->be, extra));
     if (extra[GRAD_EXTRA_FAILED] != 0.0f)
         return trainer_agree(t, s, "a training step");
     /* every rank saw the same sums: all stop (or checkpoint) after this
@@ -352,7 +461,7 @@ static sr_status train_step(struct trainer *t)
             fprintf(t->record_log, " %llu", (unsigned long long)t->ids[i]);
         fputc('\n', t->record_log);
     }
-    double loss = g[t->m.nparams + GRAD_EXTRA_LOSS];
+    double loss = extra[GRAD_EXTRA_LOSS];
     double lr = lr_at(&t->sched, (uint64_t)cur->step);
     SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
                                   (uint64_t)cur->step + 1));
@@ -536,8 +645,8 @@ static void teardown(struct trainer *t)
     sampler_free(&t->sampler);
     dataset_close(&t->train.ds);
     dataset_close(&t->val.ds);
-    free(t->x);
-    free(t->y);
+    batch_free(t, t->x);
+    batch_free(t, t->y);
     free(t->recs);
     free(t->ids);
     free(t->host_params);
@@ -705,6 +814,8 @@ sr_status train_run(const struct train_config *cfg, const char *config_json,
                  "%g s", cfg->spot_poll_s);
     if (s == SR_OK)
         s = trainer_agree(&t, setup(&t), "setup");
+    if (s == SR_OK)
+        s = trainer_agree(&t, setup_backend(&t), "setup");
     if (s == SR_OK)
         s = trainer_agree(&t, trainer_ckpt_setup(&t), "resume");
     if (s == SR_OK)

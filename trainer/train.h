@@ -33,6 +33,9 @@ struct train_config {
     uint64_t seed;
     uint64_t shuffle_block;     /* records; 0 = 128 MiB worth */
     char device[8];             /* auto | cpu | cuda */
+    char precision[8];          /* fp32 | tf32 | bf16 (GPU) */
+    char comm[8];               /* auto | nccl | mpi (GPU all-reduce) */
+    double bucket_mb;           /* gradient all-reduce bucket, MiB (GPU) */
     int64_t threads;            /* 0 = cores / ranks on the host */
     char model_dir[STORAGE_URI_MAX];
     char metrics_file[STORAGE_URI_MAX];

@@ -60,6 +60,7 @@ struct trainer {
     struct mlp m;
     const struct backend_ops *ops;
     struct backend *be;
+    struct backend_comm bcomm;  /* the collectives lent to the backend */
     struct pool *pool;          /* math and decoding threads */
     struct optim_params op;
     struct lr_schedule sched;
