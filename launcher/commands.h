@@ -9,5 +9,6 @@ int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
+int cmd_launch(int argc, char **argv);
 
 #endif

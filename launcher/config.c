@@ -402,6 +402,9 @@ sr_status config_apply_json_file(struct config_state *cs, const char *path,
         if (src == SRC_HYPERPARAMS && (key[0] == '_' ||
                                        strncmp(key, "sagemaker_", 10) == 0))
             continue;
+        /* read by `spotrun launch`, not by the ranks */
+        if (src == SRC_HYPERPARAMS && strcmp(key, "processes-per-host") == 0)
+            continue;
         char value[STORAGE_URI_MAX];
         char origin[STORAGE_URI_MAX + 64];
         snprintf(origin, sizeof origin, "%s: %s", path, key);
