@@ -39,6 +39,8 @@ packages=(
     # tests and interop checks
     libcmocka-dev python3 python3-numpy python3-h5py python3-boto3 awscli
     ca-certificates curl iproute2 procps
+    # spotrun launch: ssh between hosts (and the two-host launcher tests)
+    openssh-client openssh-server
     # scripts/sweep (plots, YAML specs) and the Optuna example
     python3-matplotlib python3-yaml python3-optuna
     # the dataset of the main job
