@@ -29,6 +29,9 @@ int parse_size(uint64_t *out, const char *s);
 
 /* Copy with truncation check; returns -1 when src does not fit. */
 int str_copy(char *dst, size_t cap, const char *src);
+/* Cut leading and trailing white space: the start of what is left, with a
+ * NUL written after its end. */
+char *str_trim(char *s);
 /* Does s end with suffix? */
 int str_ends_with(const char *s, const char *suffix);
 

@@ -19,23 +19,13 @@
 
 extern char **environ;
 
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
 static sr_status parse_line(struct host_list *hl, char *line, int lineno,
                             int default_slots, const char *what)
 {
     char *hash = strchr(line, '#');
     if (hash)
         *hash = '\0';
-    char *s = trim(line);
+    char *s = str_trim(line);
     if (!*s)
         return SR_OK;
     int slots = default_slots;
@@ -43,7 +33,7 @@ static sr_status parse_line(struct host_list *hl, char *line, int lineno,
     if (*rest == ':') {                     /* host:N */
         *rest++ = '\0';
         int64_t v;
-        if (parse_i64(&v, trim(rest)) != 0 || v < 1 || v > 4096)
+        if (parse_i64(&v, str_trim(rest)) != 0 || v < 1 || v > 4096)
             return SR_FAIL(SR_ERR_USAGE, "%s line %d: '%s' is not a slot "
                            "count (host:N with N >= 1)", what, lineno, rest);
         slots = (int)v;

@@ -286,24 +286,14 @@ static sr_status file_path(char *out, size_t cap, const char *var,
     return SR_OK;
 }
 
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
 /* Does a section title name the profile? In the config file non-default
  * profiles are "[profile NAME]"; in the credentials file plain "[NAME]". */
 static int section_matches(char *title, const char *profile, int config)
 {
-    title = trim(title);
+    title = str_trim(title);
     if (config && strncmp(title, "profile", 7) == 0 &&
         isspace((unsigned char)title[7]))
-        return strcmp(trim(title + 8), profile) == 0;
+        return strcmp(str_trim(title + 8), profile) == 0;
     if (config && strcmp(profile, "default") != 0)
         return 0;
     return strcmp(title, profile) == 0;
@@ -342,7 +332,7 @@ static sr_status scan_ini(struct profile_vals *v, const char *path,
     while (fgets(line, sizeof line, f)) {
         if (isspace((unsigned char)line[0]) && in)
             continue;   /* nested sub-section values, e.g. under "s3 =" */
-        char *t = trim(line);
+        char *t = str_trim(line);
         if (!*t || *t == '#' || *t == ';')
             continue;
         if (*t == '[') {
@@ -358,7 +348,7 @@ static sr_status scan_ini(struct profile_vals *v, const char *path,
         if (!in || !eq)
             continue;
         *eq = '\0';
-        take_value(v, trim(t), trim(eq + 1));
+        take_value(v, str_trim(t), str_trim(eq + 1));
     }
     fclose(f);
     return SR_OK;
@@ -503,7 +493,7 @@ static sr_status container_auth(char *out, size_t cap)
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = '\0';
-        tok = trim(buf);
+        tok = str_trim(buf);
     }
     sr_status s = SR_OK;
     if (tok && strpbrk(tok, "\r\n"))
@@ -621,7 +611,7 @@ static sr_status from_imds(struct creds *out, const char *ep, char *role,
     if (s != SR_OK)
         goto out;
     snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s",
-             trim((char *)r.body.data));
+             str_trim((char *)r.body.data));
 
     snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/",
              ep);
@@ -639,7 +629,7 @@ static sr_status from_imds(struct creds *out, const char *ep, char *role,
     char *nl = strchr((char *)r.body.data, '\n');
     if (nl)
         *nl = '\0';
-    if (str_copy(role, role_cap, trim((char *)r.body.data))) {
+    if (str_copy(role, role_cap, str_trim((char *)r.body.data))) {
         s = SR_FAIL(SR_ERR_AUTH, "EC2 instance metadata: role name too long");
         goto out;
     }

@@ -67,6 +67,10 @@ static void test_util__strings(void **state)
     char f[32];
     assert_string_equal(fmt_bytes(f, sizeof f, 512), "512 B");
     assert_string_equal(fmt_bytes(f, sizeof f, 3u << 20), "3.0 MiB");
+    char t[] = " \t host slots=2 \n";
+    assert_string_equal(str_trim(t), "host slots=2");
+    char e[] = "   ";
+    assert_string_equal(str_trim(e), "");
 }
 
 static void test_util__process_age(void **state)
