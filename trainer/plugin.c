@@ -58,31 +58,35 @@ sr_status plugin_load_path(const struct backend_plugin **out,
     if (!h)
         return SR_FAIL(SR_ERR_NOT_FOUND, "cannot load %s: %s", path,
                        dlerror());
+    sr_status s = SR_OK;
+    const struct backend_plugin *p = NULL;
     backend_plugin_entry_fn entry;
     void *sym = dlsym(h, SPOTRUN_PLUGIN_ENTRY);
     if (!sym) {
-        dlclose(h);
-        return SR_FAIL(SR_ERR_FORMAT, "%s is not a spotrun backend plugin "
-                       "(no symbol %s)", path, SPOTRUN_PLUGIN_ENTRY);
+        s = SR_FAIL(SR_ERR_FORMAT, "%s is not a spotrun backend plugin (no "
+                    "symbol %s)", path, SPOTRUN_PLUGIN_ENTRY);
+        goto out;
     }
     memcpy(&entry, &sym, sizeof entry);
     /* replaced by the plugin's own reason when it records one */
     (void)SR_FAIL(SR_ERR_FORMAT, "it was built for another version of "
                   "spotrun");
-    const struct backend_plugin *p = entry(&host);
+    p = entry(&host);
     if (!p) {
-        /* the plugin recorded why */
         char why[512];
         snprintf(why, sizeof why, "%s", sr_errmsg_user());
-        dlclose(h);
-        return SR_FAIL(SR_ERR_FORMAT, "%s refused to load: %s", path, why);
+        s = SR_FAIL(SR_ERR_FORMAT, "%s refused to load: %s", path, why);
+        goto out;
     }
-    if (p->abi != SPOTRUN_PLUGIN_ABI || !p->probe || !ops_complete(p->ops)) {
+    if (p->abi != SPOTRUN_PLUGIN_ABI || !p->probe || !ops_complete(p->ops))
+        s = SR_FAIL(SR_ERR_FORMAT, "%s was built for plugin interface %d, "
+                    "this binary speaks %d (or its table is incomplete); "
+                    "rebuild it with this binary", path, p->abi,
+                    SPOTRUN_PLUGIN_ABI);
+out:
+    if (s != SR_OK) {
         dlclose(h);
-        return SR_FAIL(SR_ERR_FORMAT, "%s was built for plugin interface %d, "
-                       "this binary speaks %d (or its table is incomplete); "
-                       "rebuild it with this binary", path, p->abi,
-                       SPOTRUN_PLUGIN_ABI);
+        return s;
     }
     *out = p;
     return SR_OK;

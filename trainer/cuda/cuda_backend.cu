@@ -342,6 +342,9 @@ static sr_status create_local(struct backend *b, int *ndevices)
                         "%d.%d", precision_name(b->precision), b->device,
                         prop.name, prop.major, prop.minor);
     SR_TRY(create_streams_and_memory(b));
+    /* the zero fills ran on the legacy stream, which our non-blocking
+     * streams do not wait for */
+    CUDA_CHECK(cudaDeviceSynchronize());
     int v = 0;
     cublasGetVersion(b->blas, &v);
     gpu_log(b->host.rank == 0 ? GPU_LOG_INFO : GPU_LOG_DEBUG,
@@ -376,27 +379,35 @@ static sr_status gpu_create(struct backend **out, const struct mlp *m,
     sr_status s = create_local(b, &ndevices);
     /* every rank set up, or none goes on to NCCL */
     sr_status a = cuda_comm_agree(o->comm, s == SR_OK, &all_ok);
-    if (s == SR_OK && a != SR_OK)
-        s = a;
+    if (s != SR_OK)
+        goto out;
+    s = a;
     if (s == SR_OK && !all_ok)
         s = GPU_FAIL(SR_ERR_CUDA, "another rank could not set up its GPU "
                      "(see its error)");
-    if (s == SR_OK)
-        s = cuda_comm_init(&b->cc, o->comm, o->comm_kind, ndevices,
-                           b->device, o->comm_timeout_s);
-    if (s == SR_OK && b->cc->kind == CC_HOST)
+    if (s != SR_OK)
+        goto out;
+    s = cuda_comm_init(&b->cc, o->comm, o->comm_kind, ndevices, b->device,
+                       o->comm_timeout_s);
+    if (s != SR_OK)
+        goto out;
+    if (b->cc->kind == CC_HOST) {
         s = halloc((void **)&b->h_gbuf, (EXTRA_PAD + m->nparams) *
                    sizeof(float));
-    if (s != SR_OK) {
-        b->broken = 1;
-        gpu_destroy(b);
-        return s;
+        if (s != SR_OK)
+            goto out;
     }
     if (b->host.rank == 0 && b->cc->kind != CC_NONE)
         gpu_log(GPU_LOG_INFO, "cuda: gradients summed over %s in %d "
                 "bucket(s) of up to %.1f MiB", cuda_comm_kind_name(
                 b->cc->kind), b->nbuckets, (double)b->bucket_bytes /
                 1048576.0);
+out:
+    if (s != SR_OK) {
+        b->broken = 1;
+        gpu_destroy(b);
+        return s;
+    }
     *out = b;
     return SR_OK;
 }

@@ -222,7 +222,7 @@ sr_status cuda_comm_init(struct cuda_comm **out,
         return GPU_FAIL(SR_ERR_NOMEM, "cannot start the NCCL watchdog");
     cc->thread_running = 1;
     int v = 0;
-    ncclGetVersion(&v);
+    NCCL_CHECK(ncclGetVersion(&v));
     gpu_log(GPU_LOG_DEBUG, "NCCL %d communicator: rank %d of %d on device "
             "%d, non-blocking", v, cc->host.rank, size, device);
     return SR_OK;
