@@ -1,8 +1,10 @@
 /*
- * comm.h: collective communication between ranks. The CPU path uses MPI on
- * host buffers; a GPU backend can install its own gradient all-reduce
- * (NCCL) through comm.grad_allreduce. Everything else (scalars, checks,
- * broadcasts of small host data) always goes through MPI.
+ * comm.h: collective communication between ranks, MPI on host buffers.
+ * Backends reach it through struct backend_comm (backend.h): the CPU
+ * backend sums its gradients with comm.grad_allreduce; the CUDA backend
+ * sums them itself with NCCL, using MPI only to broadcast NCCL's unique id
+ * (or, with --comm mpi, this same hook on host copies). Everything else
+ * (scalars, checks, broadcasts of small host data) goes through MPI.
  *
  * A single-process run without mpirun is world size 1 and every collective
  * returns at once.
@@ -20,7 +22,7 @@ struct comm {
     MPI_Comm world;
     int rank, size;
     int local_rank, local_size;     /* within this host */
-    /* in-place SUM over n floats; defaults to MPI */
+    /* in-place SUM over n host floats (MPI) */
     sr_status (*grad_allreduce)(struct comm *c, float *buf, size_t n);
 };
 
