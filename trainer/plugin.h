@@ -12,7 +12,9 @@
  *
  * The loader looks in $SPOTRUN_CUDA_PLUGIN (a file; when set, nowhere
  * else), then next to the running binary (/proc/self/exe), then in ../lib
- * from there. The plugin stays loaded for the life of the process.
+ * from there. It opens the plugin only where the NVIDIA driver (libcuda,
+ * itself opened at run time) sees a GPU. The plugin stays loaded for the
+ * life of the process.
  */
 #ifndef SPOTRUN_PLUGIN_H
 #define SPOTRUN_PLUGIN_H
@@ -56,8 +58,10 @@ struct backend_plugin {
 typedef const struct backend_plugin *(*backend_plugin_entry_fn)(
     const struct plugin_host *host);
 
-/* Find, open and check the CUDA plugin. On failure the reason (every path
- * tried and what dlopen said) is the recorded error. */
+/* Find the CUDA plugin, check that it is a shared object and that the
+ * driver sees a GPU, then open and check it. On failure the reason (the
+ * paths tried, the driver's answer or what dlopen said) is the recorded
+ * error. */
 sr_status plugin_load_cuda(const struct backend_plugin **out) SR_MUST_USE;
 
 /* Open the plugin at path exactly (tests). */

@@ -1,5 +1,5 @@
 # device_fallback.sh: choosing the backend. Where no GPU is usable (this
-# build has no plugin, the plugin finds no driver or device, or
+# build has no plugin, there is no NVIDIA driver or device, or
 # $SPOTRUN_CUDA_PLUGIN names a missing file or one that is not a shared
 # object), --device auto trains on the CPU with exactly one log line saying
 # why, and ends bit-identical to --device cpu; --device cuda stops with
@@ -50,7 +50,7 @@ if [[ $have_gpu -eq 1 ]]; then
     [[ $rc -eq 0 ]] || fail "--device cuda on a GPU host: $(tail -n 3 "$WORK/cuda.err")"
     pass "GPU host: --device auto and --device cuda train on the GPU"
 else
-    fallback auto 'CUDA\|libspotrun_cuda.so not found'
+    fallback auto 'NVIDIA driver\|CUDA\|libspotrun_cuda.so not found'
     [[ $rc -eq 2 ]] || fail "--device cuda without a GPU exited $rc, not 2"
     grep -q "error: --device cuda: no usable GPU: " "$WORK/cuda.err" ||
         fail "--device cuda: unclear error: $(tail -n 2 "$WORK/cuda.err")"

@@ -1,7 +1,8 @@
 /*
  * test_plugin.c: the backend plugin loader. Missing files, files that are
  * not shared objects, shared objects that are not plugins and a wrong
- * $SPOTRUN_CUDA_PLUGIN are refused with a reason that names them.
+ * $SPOTRUN_CUDA_PLUGIN are refused with a reason that names them (a file
+ * that is not a shared object before the driver is asked).
  * `test_plugin cuda` (registered when the build makes the plugin, named by
  * $SPOTRUN_CUDA_PLUGIN_BUILT): the CUDA plugin opens with every symbol
  * resolved (RTLD_NOW), hands over a complete ops table and answers a
@@ -104,6 +105,25 @@ static void test_plugin__env_path_is_the_only_place_looked(void **state)
     unsetenv("SPOTRUN_CUDA_PLUGIN");
 }
 
+/* A file that is not a shared object is refused by name before the
+ * driver is asked anything. */
+static void test_plugin__env_file_not_elf_named_first(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/spotrun-plugin-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "#!/bin/sh\n", 10), 10);
+    close(fd);
+    setenv("SPOTRUN_CUDA_PLUGIN", path, 1);
+    const struct backend_plugin *p = NULL;
+    assert_int_equal(plugin_load_cuda(&p), SR_ERR_FORMAT);
+    assert_non_null(strstr(sr_errmsg_user(), path));
+    assert_non_null(strstr(sr_errmsg_user(), "no ELF header"));
+    unsetenv("SPOTRUN_CUDA_PLUGIN");
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest cuda[] = {
@@ -116,6 +136,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_plugin__non_elf_file_is_refused),
         cmocka_unit_test(test_plugin__shared_object_without_entry_is_refused),
         cmocka_unit_test(test_plugin__env_path_is_the_only_place_looked),
+        cmocka_unit_test(test_plugin__env_file_not_elf_named_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
