@@ -1,7 +1,8 @@
 /*
  * hosts.c: host lists (hostfiles, discovery output) and the mpirun command
  * line built over them. The ranks get the caller's AWS_*, SPOTRUN_*,
- * NCCL_*, OMP_* and OPENBLAS_* variables by name (-x NAME), so no value
+ * NCCL_*, OMP_*, OPENBLAS_*, CUDA_* and sanitizer variables by name
+ * (-x NAME), so no value
  * (a secret key, say) ever appears on a command line or in a log.
  */
 #include "hosts.h"
@@ -203,8 +204,10 @@ static void push(struct argv_b *a, const char *s)
 
 static int forwarded(const char *var)
 {
+    /* sanitizer settings too, so a test build behaves alike on every host */
     static const char *const prefixes[] = { "AWS_", "SPOTRUN_", "NCCL_",
-                                            "OMP_", "OPENBLAS_", "CUDA_" };
+                                            "OMP_", "OPENBLAS_", "CUDA_",
+                                            "ASAN_", "LSAN_", "UBSAN_" };
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(var, prefixes[i], strlen(prefixes[i])) == 0)
             return 1;

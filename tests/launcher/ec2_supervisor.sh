@@ -56,11 +56,11 @@ kill -USR1 $(on_b_pids spotrun)
 rc=0
 wait "$SUP" || rc=$?
 [[ $rc -eq 0 ]] || { cat "$WORK/notice.out"; fail "notice: supervisor exit $rc, want 0"; }
-grep -q "run 1: 2 host(s), 2 rank(s)" "$WORK/notice.out" || fail "first run was not on 2 hosts"
-grep -q "interrupted (exit 75): starting again" "$WORK/notice.out" || fail "no restart after exit 75"
-grep -q "run 2: 1 host(s), 1 rank(s): algo-1:1" "$WORK/notice.out" || fail "second run was not on algo-1 alone"
+grep -q "run 1: 2 host(s), 2 rank(s)" "$WORK/notice.out" || { cat "$WORK/notice.out"; fail "first run was not on 2 hosts"; }
+grep -q "interrupted (exit 75): starting again" "$WORK/notice.out" || { cat "$WORK/notice.out"; fail "no restart after exit 75"; }
+grep -q "run 2: 1 host(s), 1 rank(s): algo-1:1" "$WORK/notice.out" || { cat "$WORK/notice.out"; fail "second run was not on algo-1 alone"; }
 grep -q "world size changed" "$WORK/notice.out" || { cat "$WORK/notice.out"; fail "the second run did not resume with the new world size"; }
-grep -q "^done steps=$total " "$WORK/notice.out" || fail "the run did not finish all $total steps"
+grep -q "^done steps=$total " "$WORK/notice.out" || { cat "$WORK/notice.out"; fail "the run did not finish all $total steps"; }
 pass "notice on algo-2: exit 75, restarted on algo-1 alone, resumed with world size 1, finished $total steps"
 
 # 2. algo-2 lost without notice
