@@ -24,6 +24,8 @@ struct ckpt_writer {
     pthread_cond_t cv;
     int busy;               /* a job is pending or running, or prefault */
     int prefaulting;
+    int inline_write;       /* busy with ckpt_writer_write_now in the
+                               caller's thread: not a job for this one */
     int stop;
     struct ckpt_meta job;
     sr_status last;         /* status of the last finished job */
@@ -93,9 +95,11 @@ static void *writer_main(void *arg)
     w->busy = w->prefaulting = 0;
     pthread_cond_broadcast(&w->cv);
     for (;;) {
-        while (!w->busy && !w->stop)
+        /* a wake-up with no job of ours (spurious, or a write in the
+         * caller's thread) goes back to waiting */
+        while ((!w->busy || w->inline_write) && !w->stop)
             pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->busy && w->stop)
+        if ((!w->busy || w->inline_write) && w->stop)
             break;
         struct ckpt_meta m = w->job;
         pthread_mutex_unlock(&w->mu);
@@ -209,11 +213,11 @@ sr_status ckpt_writer_write_now(struct ckpt_writer *w,
     /* the caller filled the buffers, so nothing can be in flight: the
      * loop only fills them while the writer is idle */
     pthread_mutex_lock(&w->mu);
-    w->busy = 1;
+    w->busy = w->inline_write = 1;
     pthread_mutex_unlock(&w->mu);
     sr_status s = write_one(w, meta);
     pthread_mutex_lock(&w->mu);
-    w->busy = 0;
+    w->busy = w->inline_write = 0;
     if (s != SR_OK)
         w->stats.failed++;
     pthread_cond_broadcast(&w->cv);
