@@ -81,11 +81,7 @@ pass "algo-2 lost: restarted on algo-1 from the last checkpoint and finished"
 start_sshd
 printf 'algo-1:1\nalgo-2:1\n' >"$WORK/hostlist"
 supervise term
-wait_for "$WORK/term.out" '^epoch=1 '
-kill -TERM "$SUP"
-rc=0
-wait "$SUP" || rc=$?
-[[ $rc -eq 75 ]] || { cat "$WORK/term.out"; fail "SIGTERM: supervisor exit $rc, want 75"; }
+stop_with_term "$SUP" "$WORK/term.out" "supervisor"
 grep -q "run 2" "$WORK/term.out" && fail "restarted after its own SIGTERM"
 "$SPOTRUN" ckpt verify "$WORK/term" >/dev/null || fail "SIGTERM: checkpoint does not verify"
 pass "SIGTERM to the supervisor: exit 75, checkpoint committed, no restart"

@@ -53,11 +53,7 @@ pass "two hosts: worker served and exited 0; parameters equal 2 ranks on one hos
 # 2. SIGTERM to the leader, then a restart of both
 rm -rf "$WORK/a/checkpoints" "$WORK/a/model" "$WORK/a/output"
 start_cluster run1
-wait_for "$WORK/run1.a" '^epoch=1 '
-kill -TERM "$LEADER"
-rc=0
-wait "$LEADER" || rc=$?
-[[ $rc -eq 75 ]] || { cat "$WORK/run1.a"; fail "SIGTERM: leader exit $rc, want 75"; }
+stop_with_term "$LEADER" "$WORK/run1.a" "leader"
 wrc=0
 wait "$WORKER" || wrc=$?
 [[ $wrc -eq 0 ]] || { cat "$WORK/run1.b"; fail "after SIGTERM: worker exit $wrc"; }

@@ -25,11 +25,7 @@ sm_tree "$T" algo-1 algo-1
 export SPOTRUN_SAGEMAKER_ROOT=$T
 "$SPOTRUN" train >"$WORK/run1.out" 2>&1 &
 pid=$!
-wait_for "$WORK/run1.out" '^epoch=1 '
-kill -TERM "$pid"
-rc=0
-wait "$pid" || rc=$?
-[[ $rc -eq 75 ]] || { cat "$WORK/run1.out"; fail "SIGTERM: exit $rc, want 75"; }
+stop_with_term "$pid" "$WORK/run1.out" "launcher"
 grep -q "SIGUSR1 to" "$WORK/run1.out" || fail "SIGTERM was not turned into SIGUSR1"
 grep -q -- "--data $T/input/data/train" "$WORK/run1.out" || fail "train channel not used"
 grep -q "interruption" "$T/output/failure" || fail "no reason in output/failure after exit 75"

@@ -92,6 +92,16 @@ on_host() {
         env SPOTRUN_SAGEMAKER_ROOT="$WORK/ml" SPOTRUN_SSH_DIR="$WORK/ssh" "$@"
 }
 
+# stop_with_term PID LOG WHAT: once LOG shows epoch 1, SIGTERM to PID (a
+# launcher started in the background), which must then exit 75
+stop_with_term() {
+    wait_for "$2" '^epoch=1 '
+    kill -TERM "$1"
+    local rc=0
+    wait "$1" || rc=$?
+    [[ $rc -eq 75 ]] || { cat "$2"; fail "$3: exit $rc after SIGTERM, want 75"; }
+}
+
 # wait_for FILE REGEX [SECONDS]: until a line of FILE matches
 wait_for() {
     local i
