@@ -11,7 +11,6 @@
 source "$(dirname "$0")/../integration/lib.sh"
 source "$(dirname "$0")/sm_lib.sh"
 cluster_up
-trap 'cluster_down; rm -rf "$WORK"' EXIT
 
 # keys and sshd on algo-2, as the cluster's own setup would provide
 mkdir -p "$WORK/ssh" "$WORK/empty" /run/sshd

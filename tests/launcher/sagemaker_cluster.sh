@@ -10,7 +10,6 @@
 source "$(dirname "$0")/../integration/lib.sh"
 source "$(dirname "$0")/sm_lib.sh"
 cluster_up
-trap 'cluster_down; rm -rf "$WORK"' EXIT
 
 HP='{"epochs": "4", "hidden": "\"64\"", "batch-size": "128", "threads": "1",
      "processes-per-host": "1", "progress": "off"}'

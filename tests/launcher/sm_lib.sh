@@ -42,11 +42,19 @@ cluster_up() {
     [[ -x /usr/sbin/sshd ]] || { echo "SKIP: no /usr/sbin/sshd (scripts/setup.sh installs it)"; exit 77; }
     command -v ip >/dev/null || { echo "SKIP: no ip(8)"; exit 77; }
     local net=$(( $$ % 200 + 20 ))
+    trap 'cluster_down; rm -rf "$WORK"' EXIT
     if ! ip netns add "$TAG-a" 2>"$WORK/netns.err"; then
         echo "SKIP: cannot create network namespaces: $(cat "$WORK/netns.err")"
         exit 77
     fi
     CLUSTER=1
+    # a host also needs its own hostname and mounts
+    if ! ip netns exec "$TAG-a" unshare -u sh -c \
+        'hostname algo-probe && mount --bind /etc/hosts /etc/hosts' \
+        2>"$WORK/netns.err"; then
+        echo "SKIP: cannot set a hostname or bind-mount in a namespace: $(cat "$WORK/netns.err")"
+        exit 77
+    fi
     ip netns add "$TAG-b"
     ip link add "$TAG-va" type veth peer name "$TAG-vb"
     ip link set "$TAG-va" netns "$TAG-a"
