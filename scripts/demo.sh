@@ -40,15 +40,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_service NAME PORT_FILE COMMAND...: background it, wait for its port
+# start_service VAR NAME PORT_FILE COMMAND...: background it, wait for its
+# port and put it in VAR (no command substitution: the pid must reach
+# cleanup in this shell)
 start_service() {
-    local name=$1 port_file=$2
-    shift 2
+    local var=$1 name=$2 port_file=$3
+    shift 3
     rm -f "$port_file"
     "$@" >"$out/$name.log" 2>&1 </dev/null &
     pids+=($!)
     for _ in $(seq 100); do
-        [[ -s $port_file ]] && { cat "$port_file"; return 0; }
+        [[ -s $port_file ]] && { printf -v "$var" '%s' "$(<"$port_file")"; return 0; }
         kill -0 "${pids[-1]}" 2>/dev/null || break
         sleep 0.1
     done
@@ -58,13 +60,13 @@ start_service() {
 
 [[ -d tests/s3server/node_modules/s3rver ]] ||
     die "the S3 server is not installed; run scripts/setup.sh"
-s3_port=$(start_service s3server "$out/s3server.port" \
+start_service s3_port s3server "$out/s3server.port" \
     node --openssl-legacy-provider tests/s3server/server.js \
     --dir "$out/s3" --host 127.0.0.1 --port 0 --bucket "$bucket" \
     --access-key spotrun-demo --secret-key spotrun-demo-secret \
-    --port-file "$out/s3server.port")
-imds_port=$(start_service imds "$out/imds.port" \
-    /usr/bin/python3 tests/imds/imds.py --port 0 --port-file "$out/imds.port")
+    --port-file "$out/s3server.port"
+start_service imds_port imds "$out/imds.port" \
+    /usr/bin/python3 tests/imds/imds.py --port 0 --port-file "$out/imds.port"
 imds=http://127.0.0.1:$imds_port
 
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$s3_port
