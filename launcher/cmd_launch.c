@@ -276,16 +276,22 @@ static sr_status wait_for_hosts(const struct launch_opts *o,
         sr_status s = list_hosts(o, hl);
         if (s == SR_OK && hl->n >= o->min_hosts)
             return SR_OK;
-        if (s != SR_OK && s != SR_ERR_USAGE)
+        /* a missing or malformed hostfile will not mend itself; a
+         * discovery command that failed (an API hiccup) may */
+        if (s != SR_OK && !(o->discover && s == SR_ERR_IO))
             return s;
+        if (s != SR_OK) {
+            log_warn("%s; trying again", sr_errmsg_user());
+            hl->n = 0;
+        }
         if (now_s() >= end)
             return s != SR_OK ? s
-                   : SR_FAIL(SR_ERR_USAGE, "%d host(s) available, fewer "
+                   : SR_FAIL(SR_ERR_NET, "%d host(s) available, fewer "
                              "than --min-hosts %d after %.0f s", hl->n,
                              o->min_hosts, o->wait_hosts_s);
         if (!said)
-            log_info("%d host(s) available, waiting for %d", s == SR_OK
-                     ? hl->n : 0, o->min_hosts);
+            log_info("%d host(s) available, waiting for %d", hl->n,
+                     o->min_hosts);
         if (sv_sleep(5))
             return SR_FAIL(SR_ERR_INTERRUPTED, "stopped while waiting for "
                            "hosts");

@@ -29,7 +29,8 @@ struct host_list {
 
 /* Parse text holding one host a line: "host", "host:N", "host slots=N" or
  * "host slots=N max_slots=M"; '#' starts a comment. Hosts without a count
- * get default_slots. what names the source in errors. */
+ * get default_slots. what names the source in errors. No hosts at all is
+ * not an error: a cluster may be between instances. */
 sr_status hosts_parse(struct host_list *hl, const char *text,
                       int default_slots, const char *what) SR_MUST_USE;
 /* Read a hostfile, or run a discovery command (sh -c) and parse its
