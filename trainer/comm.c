@@ -28,7 +28,6 @@ static struct {
     double timeout;
     double since;           /* monotonic start of the blocked call, 0 */
     const char *what;
-    int rank;
 } wd = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static void *watchdog_main(void *arg)
@@ -77,7 +76,6 @@ sr_status comm_watchdog_start(struct comm *c, double timeout_s)
     if (wd.running || c->size == 1)
         return SR_OK;
     wd.timeout = timeout_s;
-    wd.rank = c->rank;
     wd.stop = 0;
     if (pthread_create(&wd.thread, NULL, watchdog_main, NULL) != 0)
         return SR_FAIL(SR_ERR_NOMEM, "cannot start the collective "
