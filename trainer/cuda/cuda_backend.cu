@@ -424,11 +424,17 @@ static sr_status copy_after_all(struct backend *b)
     return SR_OK;
 }
 
+/* Bytes in staging piece i of a bytes-long transfer. */
+static size_t piece_len(const struct backend *b, size_t i, size_t bytes)
+{
+    size_t off = i * b->stage_bytes;
+    return bytes - off < b->stage_bytes ? bytes - off : b->stage_bytes;
+}
+
 static sr_status d2h_piece(struct backend *b, size_t i, const char *dev,
                            size_t bytes)
 {
-    size_t off = i * b->stage_bytes;
-    size_t len = bytes - off < b->stage_bytes ? bytes - off : b->stage_bytes;
+    size_t off = i * b->stage_bytes, len = piece_len(b, i, bytes);
     CUDA_CHECK(cudaMemcpyAsync(b->h_stage[i % 2], dev + off, len,
                                cudaMemcpyDeviceToHost, b->copy));
     CUDA_CHECK(cudaEventRecord(b->ev_stage[i % 2], b->copy));
@@ -459,10 +465,8 @@ static sr_status to_host(struct backend *b, void *host, const void *dev,
             SR_TRY(d2h_piece(b, i + 1, d, bytes));
         SR_TRY(cuda_comm_wait(b->cc, b->ev_stage[i % 2], "a copy to the "
                               "host"));
-        size_t off = i * b->stage_bytes;
-        size_t len = bytes - off < b->stage_bytes ? bytes - off
-                                                  : b->stage_bytes;
-        memcpy(h + off, b->h_stage[i % 2], len);
+        memcpy(h + i * b->stage_bytes, b->h_stage[i % 2],
+               piece_len(b, i, bytes));
     }
     return SR_OK;
 }
@@ -481,8 +485,7 @@ static sr_status to_device(struct backend *b, void *dev, const void *host,
         const char *h = (const char *)host;
         for (size_t off = 0, i = 0; off < bytes; off += b->stage_bytes,
              i++) {
-            size_t len = bytes - off < b->stage_bytes ? bytes - off
-                                                      : b->stage_bytes;
+            size_t len = piece_len(b, i, bytes);
             /* the piece copied out of this buffer two rounds ago */
             SR_TRY(cuda_comm_wait(b->cc, b->ev_stage[i % 2], "a copy to "
                                   "the GPU"));
