@@ -1,7 +1,7 @@
 /*
  * spot.c: the interruption watcher. The signal handler does nothing but
  * note the first signal's number and time (clock_gettime is
- * async-signal-safe); the metadata thread talks to IMDS with libcurl: a
+ * async-signal-safe); the metadata thread talks to IMDS (data/s3/metadata.h): a
  * token from PUT /latest/api/token (TTL 6 h, renewed a minute before it
  * runs out or on a 401), then GETs of spot/instance-action and
  * events/recommendations/rebalance every poll interval. 404 means no
@@ -9,22 +9,20 @@
  */
 #include "spot.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
-#include "../common/buf.h"
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../data/s3/metadata.h"
 
 #define TOKEN_TTL 21600
-#define PROBE_TIMEOUT_MS 1000
+#define PROBE_TIMEOUT_S 1.0
 
 static const int stop_signals[] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
 #define NSIGNALS (int)(sizeof stop_signals / sizeof stop_signals[0])
@@ -71,89 +69,62 @@ double spot_parse_time(const char *s)
     return (double)timegm(&tm);
 }
 
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    struct sr_buf *b = arg;
-    return buf_append(b, p, size * n) == SR_OK && b->len < 65536 ? size * n
-                                                                    : 0;
-}
-
-/* One request to IMDS; returns the HTTP status (0 when none came). */
-static long imds_request(struct spot_watcher *w, CURL *h, const char *method,
-                         const char *path, struct sr_buf *body,
-                         long timeout_ms)
+/* One request to IMDS with the session token (or, for the token itself,
+ * its TTL); the HTTP status, 0 when none came. */
+static long imds_request(struct spot_watcher *w, const char *method,
+                         const char *path, struct metadata_resp *r,
+                         double timeout_s)
 {
     char url[512], hdr[320];
     snprintf(url, sizeof url, "%s%s", w->endpoint, path);
-    struct curl_slist *hl = NULL;
     if (strcmp(method, "PUT") == 0)
         snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token-ttl-seconds: %d",
                  TOKEN_TTL);
     else
         snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s", w->token);
-    hl = curl_slist_append(hl, hdr);
-    body->len = 0;
-    curl_easy_reset(h);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    if (strcmp(method, "PUT") == 0)
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hl);
-    return status;
+    return metadata_call(r, method, url, hdr, timeout_s) == SR_OK ? r->status
+                                                                  : 0;
 }
 
-static int fetch_token(struct spot_watcher *w, CURL *h, long timeout_ms)
+static int fetch_token(struct spot_watcher *w, double timeout_s)
 {
-    struct sr_buf body = { 0 };
-    long st = imds_request(w, h, "PUT", "/latest/api/token", &body,
-                           timeout_ms);
-    int ok = st == 200 && body.len > 0 && body.len < sizeof w->token;
-    if (ok) {
-        memcpy(w->token, body.data, body.len);
-        w->token[body.len] = '\0';
+    struct metadata_resp r = { 0 };
+    long st = imds_request(w, "PUT", "/latest/api/token", &r, timeout_s);
+    const char *tok = st == 200 ? str_trim((char *)r.body.data) : "";
+    int ok = *tok && str_copy(w->token, sizeof w->token, tok) == 0;
+    if (ok)
         w->token_expires = now_s() + TOKEN_TTL - 60;
-    }
-    buf_free(&body);
+    buf_free(&r.body);
     return ok;
 }
 
 /* GET a notice document; 1 with its JSON when present. */
-static int fetch_notice(struct spot_watcher *w, CURL *h, const char *path,
+static int fetch_notice(struct spot_watcher *w, const char *path,
                         json_t **out)
 {
-    struct sr_buf body = { 0 };
-    long st = imds_request(w, h, "GET", path, &body, 2000);
+    struct metadata_resp r = { 0 };
+    long st = imds_request(w, "GET", path, &r, 2.0);
     if (st == 401) {                 /* token expired: renew, ask again */
         w->token[0] = '\0';
-        if (fetch_token(w, h, 2000))
-            st = imds_request(w, h, "GET", path, &body, 2000);
+        if (fetch_token(w, 2.0))
+            st = imds_request(w, "GET", path, &r, 2.0);
     }
     *out = NULL;
     if (st == 200)
-        *out = json_loadb((const char *)body.data, body.len, 0, NULL);
+        *out = json_loadb((const char *)r.body.data, r.body.len, 0, NULL);
     else if (st != 404 && st != 0)
         log_debug("instance metadata %s answered %ld", path, st);
-    buf_free(&body);
+    buf_free(&r.body);
     return *out != NULL;
 }
 
-static void poll_once(struct spot_watcher *w, CURL *h)
+static void poll_once(struct spot_watcher *w)
 {
     if (!w->token[0] || now_s() > w->token_expires)
-        if (!fetch_token(w, h, 2000))
+        if (!fetch_token(w, 2.0))
             return;
     json_t *j;
-    if (fetch_notice(w, h, "/latest/meta-data/spot/instance-action", &j)) {
+    if (fetch_notice(w, "/latest/meta-data/spot/instance-action", &j)) {
         const char *action = json_string_value(json_object_get(j, "action"));
         const char *when = json_string_value(json_object_get(j, "time"));
         pthread_mutex_lock(&w->mu);
@@ -170,7 +141,7 @@ static void poll_once(struct spot_watcher *w, CURL *h)
         pthread_mutex_unlock(&w->mu);
         json_decref(j);
     }
-    if (fetch_notice(w, h, "/latest/meta-data/events/recommendations/rebalance",
+    if (fetch_notice(w, "/latest/meta-data/events/recommendations/rebalance",
                      &j)) {
         const char *when = json_string_value(json_object_get(j,
                                                              "noticeTime"));
@@ -192,11 +163,10 @@ static void poll_once(struct spot_watcher *w, CURL *h)
 static void *watch_main(void *arg)
 {
     struct spot_watcher *w = arg;
-    CURL *h = curl_easy_init();
     pthread_mutex_lock(&w->mu);
-    while (h && !w->stop) {
+    while (!w->stop) {
         pthread_mutex_unlock(&w->mu);
-        poll_once(w, h);
+        poll_once(w);
         pthread_mutex_lock(&w->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -209,15 +179,7 @@ static void *watch_main(void *arg)
             ;
     }
     pthread_mutex_unlock(&w->mu);
-    if (h)
-        curl_easy_cleanup(h);
     return NULL;
-}
-
-static int metadata_disabled(void)
-{
-    const char *v = getenv("AWS_EC2_METADATA_DISABLED");
-    return v && strcasecmp(v, "true") == 0;
 }
 
 sr_status spot_start(struct spot_watcher **out, const struct spot_opts *o)
@@ -238,18 +200,12 @@ sr_status spot_start(struct spot_watcher **out, const struct spot_opts *o)
     for (int i = 0; i < NSIGNALS; i++)
         sigaction(stop_signals[i], &sa, NULL);
 
-    const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-    snprintf(w->endpoint, sizeof w->endpoint, "%s",
-             ep && *ep ? ep : "http://169.254.169.254");
-    size_t el = strlen(w->endpoint);
-    if (el > 0 && w->endpoint[el - 1] == '/')
-        w->endpoint[el - 1] = '\0';
-    if (o->poll_metadata && !metadata_disabled()) {
-        CURL *h = curl_easy_init();
-        int ok = h && fetch_token(w, h, PROBE_TIMEOUT_MS);
-        if (h)
-            curl_easy_cleanup(h);
-        if (!ok)
+    if (imds_endpoint(w->endpoint, sizeof w->endpoint) != SR_OK) {
+        log_warn("%s: spot notices come from signals only", sr_errmsg_user());
+        w->endpoint[0] = '\0';
+    }
+    if (o->poll_metadata && w->endpoint[0] && !imds_disabled()) {
+        if (!fetch_token(w, PROBE_TIMEOUT_S))
             log_debug("no instance metadata service answered at %s: spot "
                       "notices come from signals only", w->endpoint);
         else if (pthread_create(&w->thread, NULL, watch_main, w) == 0)

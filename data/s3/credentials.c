@@ -23,14 +23,12 @@
 #include "../../common/buf.h"
 #include "../../common/log.h"
 #include "../../common/util.h"
+#include "metadata.h"
 
 #define ADVISORY_S (15 * 60)    /* start refreshing this long before expiry */
 #define MANDATORY_S (10 * 60)   /* from here on a refresh must be tried */
 #define RETRY_GAP_S 10          /* between failed advisory refreshes */
 #define CONTAINER_HOST "http://169.254.170.2"
-#define IMDS_DEFAULT "http://169.254.169.254"
-#define IMDS_DEFAULT_V6 "http://[fd00:ec2::254]"
-#define HTTP_BODY_MAX (64 * 1024)
 
 enum source { SRC_NONE, SRC_ENV, SRC_PROFILE, SRC_CONTAINER, SRC_IMDS };
 
@@ -49,12 +47,6 @@ static const char *env(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
-}
-
-static int env_true(const char *name)
-{
-    const char *v = env(name);
-    return v && strcasecmp(v, "true") == 0;
 }
 
 static sr_status set_field(char *dst, size_t cap, const char *v,
@@ -120,75 +112,6 @@ int creds_parse_time(double *out, const char *s)
         return -1;
     *out = (double)t;
     return 0;
-}
-
-/* ---- HTTP to metadata endpoints --------------------------------------- */
-
-struct http_resp {
-    long status;
-    struct sr_buf body;
-    char err[CURL_ERROR_SIZE];
-};
-
-static size_t http_body_cb(char *p, size_t size, size_t n, void *arg)
-{
-    struct sr_buf *b = arg;
-    size_t len = size * n;
-    if (b->len + len > HTTP_BODY_MAX || buf_append(b, p, len) != SR_OK)
-        return 0;
-    return len;
-}
-
-/* One request; a transport failure is SR_ERR_NET with curl's reason in
- * r->err, any HTTP answer is SR_OK with r->status set. header is one
- * "Name: value" line or NULL; it never appears in a message. */
-static sr_status http_call(struct http_resp *r, const char *method,
-                           const char *url, const char *header, double timeout_s)
-{
-    r->status = 0;
-    r->body.len = 0;
-    r->err[0] = '\0';
-    CURL *h = curl_easy_init();
-    if (!h)
-        return SR_FAIL(SR_ERR_NOMEM, "curl_easy_init failed");
-    struct curl_slist *hl = NULL;
-    sr_status s = SR_OK;
-    if (header) {
-        hl = curl_slist_append(NULL, header);
-        if (!hl) {
-            s = SR_FAIL(SR_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-    }
-    long ms = (long)(timeout_s * 1000);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    if (strcmp(method, "PUT") == 0) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->err);
-    CURLcode cc = curl_easy_perform(h);
-    if (cc != CURLE_OK) {
-        if (!r->err[0])
-            snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(cc));
-        s = SR_ERR_NET;
-        goto out;
-    }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
-    s = buf_append(&r->body, "", 0);
-out:
-    curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
-    return s;
 }
 
 /* Parse {"AccessKeyId", "SecretAccessKey", "Token", "Expiration"}. */
@@ -509,14 +432,14 @@ static sr_status container_auth(char *out, size_t cap)
 static sr_status from_container(struct creds *out, const char *url)
 {
     char *auth = malloc(CREDS_TOKEN_MAX + 32);
-    struct http_resp r = { 0 };
+    struct metadata_resp r = { 0 };
     char where[1200];
     snprintf(where, sizeof where, "container credentials endpoint %s", url);
     if (!auth)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
     sr_status s = container_auth(auth, CREDS_TOKEN_MAX + 32);
     for (int attempt = 0; s == SR_OK && attempt < 3; attempt++) {
-        s = http_call(&r, "GET", url, auth[0] ? auth : NULL, 2.0);
+        s = metadata_call(&r, "GET", url, auth[0] ? auth : NULL, 2.0);
         if (s == SR_OK && r.status >= 500) {
             s = SR_ERR_NET;
             snprintf(r.err, sizeof r.err, "HTTP %ld", r.status);
@@ -542,22 +465,6 @@ static sr_status from_container(struct creds *out, const char *url)
 
 /* ---- EC2 instance metadata (IMDSv2) ----------------------------------- */
 
-static sr_status imds_endpoint(char *out, size_t cap)
-{
-    const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-    const char *mode = env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
-    if (!ep)
-        ep = mode && strcasecmp(mode, "IPv6") == 0 ? IMDS_DEFAULT_V6
-                                                    : IMDS_DEFAULT;
-    if (str_copy(out, cap, ep))
-        return SR_FAIL(SR_ERR_USAGE, "AWS_EC2_METADATA_SERVICE_ENDPOINT is "
-                       "too long");
-    size_t n = strlen(out);
-    while (n > 0 && out[n - 1] == '/')
-        out[--n] = '\0';
-    return SR_OK;
-}
-
 static void imds_settings(double *timeout_s, int *attempts)
 {
     double t;
@@ -574,7 +481,7 @@ static void imds_settings(double *timeout_s, int *attempts)
 
 /* One IMDS call with the configured attempts; non-2xx answers come back
  * as r->status. */
-static sr_status imds_call(struct http_resp *r, const char *method,
+static sr_status imds_call(struct metadata_resp *r, const char *method,
                            const char *url, const char *header)
 {
     double timeout_s;
@@ -582,7 +489,7 @@ static sr_status imds_call(struct http_resp *r, const char *method,
     imds_settings(&timeout_s, &attempts);
     sr_status s = SR_OK;
     for (int i = 0; i < attempts; i++) {
-        s = http_call(r, method, url, header, timeout_s);
+        s = metadata_call(r, method, url, header, timeout_s);
         if (s != SR_ERR_NET && !(s == SR_OK && r->status >= 500))
             break;
     }
@@ -592,7 +499,7 @@ static sr_status imds_call(struct http_resp *r, const char *method,
 static sr_status from_imds(struct creds *out, const char *ep, char *role,
                            size_t role_cap)
 {
-    struct http_resp r = { 0 };
+    struct metadata_resp r = { 0 };
     char url[1400], hdr[256 + 64] = "";
     sr_status s;
     snprintf(url, sizeof url, "%s/latest/api/token", ep);
@@ -697,7 +604,7 @@ static sr_status resolve(struct creds_chain *c, struct creds *out)
         return SR_OK;
     }
     char imds[512] = "";
-    if (!env_true("AWS_EC2_METADATA_DISABLED")) {
+    if (!imds_disabled()) {
         char role[128];
         SR_TRY(imds_endpoint(imds, sizeof imds));
         if (from_imds(out, imds, role, sizeof role) == SR_OK) {
