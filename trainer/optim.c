@@ -19,12 +19,8 @@ void optim_sgd_cpu(float *restrict p, const float *restrict g,
                    float *restrict mom, size_t n, float lr, float momentum,
                    float wd)
 {
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        float b = momentum * mom[i] + d;
-        mom[i] = b;
-        p[i] -= lr * b;
-    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = optim_sgd_one(p[i], g[i], &mom[i], lr, momentum, wd);
 }
 
 SR_CLONES
@@ -33,20 +29,12 @@ void optim_adamw_cpu(float *restrict p, const float *restrict g,
                      float beta1, float beta2, float eps, float wd,
                      uint64_t step)
 {
-    float bc1 = 1.0f - powf(beta1, (float)step);
-    float bc2 = 1.0f - powf(beta2, (float)step);
-    float step_size = lr / bc1;
-    float bc2_sqrt = sqrtf(bc2);
+    float step_size, bc2_sqrt;
+    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &bc2_sqrt);
     float decay = 1.0f - lr * wd;
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = p[i] * decay - step_size * mi / denom;
-    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = optim_adamw_one(p[i], g[i], &m[i], &v[i], beta1, beta2, eps,
+                               decay, step_size, bc2_sqrt);
 }
 
 double lr_at(const struct lr_schedule *s, uint64_t step)

@@ -7,8 +7,15 @@
 #ifndef SPOTRUN_OPTIM_H
 #define SPOTRUN_OPTIM_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __CUDACC__
+#define OPTIM_HD __host__ __device__
+#else
+#define OPTIM_HD
+#endif
 
 enum optim_kind { OPTIM_SGD = 0, OPTIM_ADAMW = 1 };
 
@@ -31,6 +38,47 @@ void optim_sgd_cpu(float *p, const float *g, float *mom, size_t n, float lr,
 void optim_adamw_cpu(float *p, const float *g, float *m, float *v, size_t n,
                      float lr, float beta1, float beta2, float eps, float wd,
                      uint64_t step);
+
+/* The update rules for one parameter, shared by the CPU loops and the
+ * CUDA kernels (trainer/cuda/cuda_kernels.cu) so that both compute the
+ * same expressions; the plugin is built with --fmad=false, so they round
+ * alike bit for bit. Each returns the new parameter. */
+static inline OPTIM_HD float optim_sgd_one(float p, float g, float *mom,
+                                           float lr, float momentum,
+                                           float wd)
+{
+    float d = g + wd * p;
+    float b = momentum * *mom + d;
+    *mom = b;
+    return p - lr * b;
+}
+
+/* decay = 1 - lr * wd; step_size and bc2_sqrt from optim_adamw_coefs(). */
+static inline OPTIM_HD float optim_adamw_one(float p, float g, float *m,
+                                             float *v, float beta1,
+                                             float beta2, float eps,
+                                             float decay, float step_size,
+                                             float bc2_sqrt)
+{
+    float mi = beta1 * *m + (1.0f - beta1) * g;
+    float vi = beta2 * *v + (1.0f - beta2) * g * g;
+    *m = mi;
+    *v = vi;
+    float denom = sqrtf(vi) / bc2_sqrt + eps;
+    return p * decay - step_size * mi / denom;
+}
+
+/* AdamW's bias corrections for `step` (from 1), once per step on the
+ * host. */
+static inline void optim_adamw_coefs(float lr, float beta1, float beta2,
+                                     uint64_t step, float *step_size,
+                                     float *bc2_sqrt)
+{
+    float bc1 = 1.0f - powf(beta1, (float)step);
+    float bc2 = 1.0f - powf(beta2, (float)step);
+    *step_size = lr / bc1;
+    *bc2_sqrt = sqrtf(bc2);
+}
 
 struct lr_schedule {
     double lr;              /* peak */

@@ -805,12 +805,9 @@ static sr_status gpu_optimizer_step(struct backend *b,
     if (op->kind == OPTIM_SGD)
         return k_sgd(b->d_params, b->d_grads, b->d_state, b->d_params16,
                      &b->seg, lr, (float)op->momentum, b->compute);
-    /* as optim_adamw_cpu computes them */
     float beta1 = (float)op->beta1, beta2 = (float)op->beta2;
-    float bc1 = 1.0f - powf(beta1, (float)step);
-    float bc2 = 1.0f - powf(beta2, (float)step);
-    float step_size = lr / bc1;
-    float bc2_sqrt = sqrtf(bc2);
+    float step_size, bc2_sqrt;
+    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &bc2_sqrt);
     return k_adamw(b->d_params, b->d_grads, b->d_state,
                    b->d_state + b->m.nparams, b->d_params16, &b->seg, lr,
                    beta1, beta2, (float)op->eps, step_size, bc2_sqrt,

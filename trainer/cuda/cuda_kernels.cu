@@ -9,6 +9,8 @@
 
 #include <math.h>
 
+#include "trainer/optim.h"
+
 #define THREADS 256
 
 __device__ __forceinline__ float to_f(float v) { return v; }
@@ -337,10 +339,7 @@ __global__ void sgd_kernel(float *p, const float *g, float *mom,
     for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < len;
          k += stride) {
         size_t i = off + k;
-        float d = g[i] + wd * p[i];
-        float b = momentum * mom[i] + d;
-        mom[i] = b;
-        float pi = p[i] - lr * b;
+        float pi = optim_sgd_one(p[i], g[i], &mom[i], lr, momentum, wd);
         p[i] = pi;
         if (p16)
             p16[i] = __float2bfloat16_rn(pi);
@@ -358,13 +357,8 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v,
     for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < len;
          k += stride) {
         size_t i = off + k;
-        float gi = g[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        float pi = p[i] * decay - step_size * mi / denom;
+        float pi = optim_adamw_one(p[i], g[i], &m[i], &v[i], beta1, beta2,
+                                   eps, decay, step_size, bc2_sqrt);
         p[i] = pi;
         if (p16)
             p16[i] = __float2bfloat16_rn(pi);
