@@ -28,6 +28,7 @@
 #include "common/rng.h"
 #include "trainer/backend.h"
 #include "trainer/plugin.h"
+#include "gpu_probe.h"
 
 static const struct backend_ops *gpu;
 
@@ -399,17 +400,9 @@ static void test_gpu__comm_paths_agree_on_one_rank(void **state)
 
 int main(void)
 {
-    const struct backend_plugin *pl = NULL;
-    int count = 0;
-    if (plugin_load_cuda(&pl) != SR_OK || pl->probe(&count) != SR_OK) {
-        printf("SKIPPED: no usable GPU: %s\n", sr_errmsg_user());
+    const struct backend_plugin *pl = gpu_plugin_or_skip();
+    if (!pl)
         return 77;
-    }
-    if (count < 1) {
-        printf("SKIPPED: the CUDA plugin sees no GPU\n");
-        return 77;
-    }
-    printf("%s, %d GPU(s)\n", pl->build, count);
     gpu = pl->ops;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpu__fp32_matches_cpu),
