@@ -285,10 +285,13 @@ def scenario_sigkill(env, rng):
         # the log counts this run's steps too; the restart re-runs the rest
         truncate_log(env, "kill", newest)
     env.control(env.s3, "PUT", "/__spotrun/faults", {"rate": 0})
+    newest = max(committed_steps(env, "kill"), default=0)
     p = start(env, "kill", extra)
     runs += 1
     check(p.wait() == 0, "the final run failed")
-    check(resumed_step(env, "kill") >= 0, "no resume")
+    check(newest == 0 or resumed_step(env, "kill") == newest,
+          f"the final run did not resume from step {newest}, the newest "
+          "committed checkpoint")
     check(kills >= 10, f"only {kills} kills landed before the run finished")
     check(digest(env, "kill") == ref_digest, "final parameters differ")
     return runs, kills, lost
