@@ -217,9 +217,7 @@ def scenario_interrupts(env, rng):
         env.control(env.imds, "DELETE", "/__control/notice")
         check(rc == 75, f"{kind} at step ~{target}: exit {rc}, expected 75")
         interruptions += 1
-        stopped = logged_steps(env, "int")
-        p2_resume = stopped
-        step = p2_resume
+        step = logged_steps(env, "int")
     check(resumed_step(env, "int") > 0, "the last run did not resume")
     seq, repeats = sequence(env, "int")
     check(sorted(seq) == list(range(1, STEPS + 1)), "steps missing in the log")
