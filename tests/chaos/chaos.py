@@ -17,6 +17,7 @@ Scenarios (one per invocation, --scenario NAME):
               finish with the uninterrupted result.
   rankkill    one rank SIGKILLed mid-run: the job must exit non-zero within
               the collective timeout and leave no process behind.
+  rankhang    the same with one rank frozen (SIGSTOP) instead.
 
 Each prints one line: scenario, runs, interruptions, lost steps, result.
 Environment: SPOTRUN, MPIEXEC, SOURCE_DIR, TESTDATA (as set by ctest).
