@@ -1,7 +1,9 @@
 /*
- * writer.c: the background checkpoint thread. One mutex guards the state
- * (idle, a job pending, running); the thread sleeps on a condition
- * variable until a job is submitted and signals another when done.
+ * writer.c: the background checkpoint thread. One mutex guards the job
+ * state; the thread sleeps on a condition variable until a job is handed
+ * to it and broadcasts when done. Whoever holds the job (this thread for
+ * JOB_THREAD, the caller for JOB_CALLER) is the only one building an image
+ * in the arena.
  */
 #include "writer.h"
 
@@ -22,12 +24,14 @@ struct ckpt_writer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int busy;               /* a job is pending or running, or prefault */
-    int prefaulting;
-    int inline_write;       /* busy with ckpt_writer_write_now in the
-                               caller's thread: not a job for this one */
-    int stop;
-    struct ckpt_meta job;
+    enum {
+        JOB_PREFAULT,       /* the thread is touching its buffers at start */
+        JOB_IDLE,
+        JOB_THREAD,         /* submitted: pending or running in the thread */
+        JOB_CALLER,         /* ckpt_writer_write_now, in the caller's thread */
+        JOB_STOP,           /* the thread is to end */
+    } state;
+    struct ckpt_meta job;   /* the job of JOB_THREAD or JOB_CALLER */
     sr_status last;         /* status of the last finished job */
     char last_err[512];
     struct ckpt_writer_stats stats;
@@ -90,16 +94,14 @@ static void prefault(struct ckpt_writer *w)
 static void *writer_main(void *arg)
 {
     struct ckpt_writer *w = arg;
-    prefault(w);        /* busy and prefaulting were set at start */
+    prefault(w);
     pthread_mutex_lock(&w->mu);
-    w->busy = w->prefaulting = 0;
+    w->state = JOB_IDLE;
     pthread_cond_broadcast(&w->cv);
     for (;;) {
-        /* a wake-up with no job of ours (spurious, or a write in the
-         * caller's thread) goes back to waiting */
-        while ((!w->busy || w->inline_write) && !w->stop)
+        while (w->state != JOB_THREAD && w->state != JOB_STOP)
             pthread_cond_wait(&w->cv, &w->mu);
-        if ((!w->busy || w->inline_write) && w->stop)
+        if (w->state == JOB_STOP)
             break;
         struct ckpt_meta m = w->job;
         pthread_mutex_unlock(&w->mu);
@@ -110,7 +112,7 @@ static void *writer_main(void *arg)
             snprintf(w->last_err, sizeof w->last_err, "%s", sr_errmsg());
             w->stats.failed++;
         }
-        w->busy = 0;
+        w->state = JOB_IDLE;
         pthread_cond_broadcast(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
@@ -143,7 +145,7 @@ sr_status ckpt_writer_start(struct ckpt_writer **out,
                        "snapshot (%zu floats)", o->nparams + o->nstate);
     }
     w->o.root = w->root;
-    w->busy = w->prefaulting = 1;   /* a snapshot waits for the prefault */
+    w->state = JOB_PREFAULT;    /* a snapshot waits for the prefault */
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -169,7 +171,7 @@ void ckpt_writer_buffers(struct ckpt_writer *w, float **params,
 int ckpt_writer_busy(struct ckpt_writer *w)
 {
     pthread_mutex_lock(&w->mu);
-    int b = w->busy;
+    int b = w->state != JOB_IDLE;
     pthread_mutex_unlock(&w->mu);
     return b;
 }
@@ -177,7 +179,8 @@ int ckpt_writer_busy(struct ckpt_writer *w)
 int64_t ckpt_writer_in_flight(struct ckpt_writer *w)
 {
     pthread_mutex_lock(&w->mu);
-    int64_t step = w->busy && !w->prefaulting ? w->job.step : -1;
+    int64_t step = w->state == JOB_THREAD || w->state == JOB_CALLER
+                   ? w->job.step : -1;
     pthread_mutex_unlock(&w->mu);
     return step;
 }
@@ -186,7 +189,7 @@ void ckpt_writer_submit(struct ckpt_writer *w, const struct ckpt_meta *meta)
 {
     pthread_mutex_lock(&w->mu);
     w->job = *meta;
-    w->busy = 1;
+    w->state = JOB_THREAD;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -194,7 +197,7 @@ void ckpt_writer_submit(struct ckpt_writer *w, const struct ckpt_meta *meta)
 sr_status ckpt_writer_wait(struct ckpt_writer *w)
 {
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
+    while (w->state != JOB_IDLE)
         pthread_cond_wait(&w->cv, &w->mu);
     sr_status s = w->last;
     char err[512];
@@ -213,11 +216,12 @@ sr_status ckpt_writer_write_now(struct ckpt_writer *w,
     /* the caller filled the buffers, so nothing can be in flight: the
      * loop only fills them while the writer is idle */
     pthread_mutex_lock(&w->mu);
-    w->busy = w->inline_write = 1;
+    w->job = *meta;
+    w->state = JOB_CALLER;
     pthread_mutex_unlock(&w->mu);
     sr_status s = write_one(w, meta);
     pthread_mutex_lock(&w->mu);
-    w->busy = w->inline_write = 0;
+    w->state = JOB_IDLE;
     if (s != SR_OK)
         w->stats.failed++;
     pthread_cond_broadcast(&w->cv);
@@ -237,9 +241,9 @@ void ckpt_writer_stop(struct ckpt_writer *w)
     if (!w)
         return;
     pthread_mutex_lock(&w->mu);
-    while (w->busy)
+    while (w->state != JOB_IDLE)
         pthread_cond_wait(&w->cv, &w->mu);
-    w->stop = 1;
+    w->state = JOB_STOP;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
