@@ -157,6 +157,19 @@ void dataset_close(struct dataset *ds)
     ds->nshards = 0;
 }
 
+sr_status dataset_check_shard(const struct dataset *ds, uint32_t i,
+                              const struct shard_info *si, const char *uri)
+{
+    if (si->h.nrec != ds->shards[i].nrec)
+        return SR_FAIL(SR_ERR_FORMAT, "%s: holds %llu records, the dataset "
+                       "index says %llu", uri, (unsigned long long)si->h.nrec,
+                       (unsigned long long)ds->shards[i].nrec);
+    if (!schema_equal(&si->schema, &ds->schema))
+        return SR_FAIL(SR_ERR_FORMAT, "%s: its schema differs from the "
+                       "dataset index", uri);
+    return SR_OK;
+}
+
 /* Read one whole shard, check it against the index entry, the header, and
  * every record. On success *si holds the parsed shard (caller frees). */
 static sr_status read_shard(const struct dataset *ds, struct storage *st,
@@ -173,20 +186,9 @@ static sr_status read_shard(const struct dataset *ds, struct storage *st,
                        "index says %llu", uri, body->len,
                        (unsigned long long)e->bytes);
     SR_TRY(shard_parse(si, body->data, body->len, body->len, uri));
-    sr_status s = SR_OK;
-    if (si->h.nrec != e->nrec)
-        s = SR_FAIL(SR_ERR_FORMAT, "%s: holds %llu records, the dataset "
-                    "index says %llu", uri, (unsigned long long)si->h.nrec,
-                    (unsigned long long)e->nrec);
-    else if (!schema_equal(&si->schema, &ds->schema))
-        s = SR_FAIL(SR_ERR_FORMAT, "%s: its schema differs from the dataset "
-                    "index", uri);
-    for (uint64_t r = 0; s == SR_OK && r < si->h.nrec; r++) {
-        uint64_t off;
-        uint32_t len;
-        shard_record_span(si, r, &off, &len);
-        s = shard_check_record(si, r, body->data + off, uri);
-    }
+    sr_status s = dataset_check_shard(ds, i, si, uri);
+    if (s == SR_OK)
+        s = shard_check_records(si, 0, si->h.nrec, body->data, 0, uri);
     if (s != SR_OK)
         shard_info_free(si);
     return s;

@@ -49,6 +49,12 @@ sr_status dataset_shard_uri(const struct dataset *ds, uint32_t i, char *out,
 /* Which shard holds global record id gid (binary search). */
 uint32_t dataset_find_shard(const struct dataset *ds, uint64_t gid);
 
+/* Does a parsed shard (si, read from uri) hold the record count and schema
+ * the index gives shard i? SR_ERR_FORMAT naming uri if not. */
+sr_status dataset_check_shard(const struct dataset *ds, uint32_t i,
+                              const struct shard_info *si, const char *uri)
+    SR_MUST_USE;
+
 /* Verify one shard completely: size and record count against the index,
  * header, schema, index and every record checksum. */
 sr_status dataset_verify_shard(const struct dataset *ds, struct storage *st,

@@ -375,13 +375,7 @@ static sr_status verify_chunk(struct reader *r, const struct chunk *c,
     const struct shard_info *si = &r->shards[c->shard].si;
     char uri[STORAGE_URI_MAX];
     SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
-    for (uint64_t k = c->first; k < c->end; k++) {
-        uint64_t off;
-        uint32_t len;
-        shard_record_span(si, k, &off, &len);
-        SR_TRY(shard_check_record(si, k, data + (off - c->off), uri));
-    }
-    return SR_OK;
+    return shard_check_records(si, c->first, c->end, data, c->off, uri);
 }
 
 static void *fetcher_main(void *arg)
@@ -447,23 +441,19 @@ static sr_status load_shard(struct reader *r, uint32_t s,
     uint64_t size = r->ds->shards[s].bytes;
     SR_TRY(storage_read(r->st, uri, 0, hdr, sizeof hdr));
     SR_TRY(shard_parse_header(&h, hdr, size, uri));
-    uint8_t *prefix = malloc((size_t)h.data_off);
+    uint64_t plen = shard_prefix_bytes(&h);
+    uint8_t *prefix = malloc((size_t)plen);
     if (!prefix)
         return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", uri);
-    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)h.data_off);
+    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)plen);
     if (st == SR_OK)
-        st = shard_parse(si, prefix, h.data_off, size, uri);
-    if (st == SR_OK && si->h.nrec != r->ds->shards[s].nrec) {
-        st = SR_FAIL(SR_ERR_FORMAT, "%s: holds %llu records, the dataset "
-                     "index says %llu", uri, (unsigned long long)si->h.nrec,
-                     (unsigned long long)r->ds->shards[s].nrec);
-        shard_info_free(si);
-    } else if (st == SR_OK && !schema_equal(&si->schema, &r->ds->schema)) {
-        st = SR_FAIL(SR_ERR_FORMAT, "%s: its schema differs from the "
-                     "dataset index", uri);
-        shard_info_free(si);
-    }
+        st = shard_parse(si, prefix, plen, size, uri);
     free(prefix);
+    if (st == SR_OK) {
+        st = dataset_check_shard(r->ds, s, si, uri);
+        if (st != SR_OK)
+            shard_info_free(si);
+    }
     return st;
 }
 

@@ -405,3 +405,16 @@ sr_status shard_check_record(const struct shard_info *si, uint64_t i,
                        stored, calc);
     return SR_OK;
 }
+
+sr_status shard_check_records(const struct shard_info *si, uint64_t first,
+                              uint64_t end, const uint8_t *bytes,
+                              uint64_t bytes_off, const char *what)
+{
+    for (uint64_t i = first; i < end; i++) {
+        uint64_t off;
+        uint32_t len;
+        shard_record_span(si, i, &off, &len);
+        SR_TRY(shard_check_record(si, i, bytes + (off - bytes_off), what));
+    }
+    return SR_OK;
+}

@@ -115,5 +115,11 @@ void shard_record_span(const struct shard_info *si, uint64_t i,
 sr_status shard_check_record(const struct shard_info *si, uint64_t i,
                              const uint8_t *rec, const char *what)
     SR_MUST_USE;
+/* Check records [first, end) held in bytes, which start at object offset
+ * bytes_off; stops at the first mismatch. */
+sr_status shard_check_records(const struct shard_info *si, uint64_t first,
+                              uint64_t end, const uint8_t *bytes,
+                              uint64_t bytes_off, const char *what)
+    SR_MUST_USE;
 
 #endif
