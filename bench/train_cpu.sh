@@ -14,6 +14,7 @@
 # BENCH_MIN_RATIO=2.0 makes it exit 1 when a row's ratio is below it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 epochs=${1:-5}
 rounds=3
@@ -72,8 +73,6 @@ run_sgemm() {
 flops=$(awk -v h=$hidden 'BEGIN {n=split("784," h ",10", d, ","); f=0;
     for (i=1; i<n; i++) { m=d[i]*d[i+1]; f+=4*m; if (i>1) f+=2*m } print f}')
 kernel=$("$sgemm" 8 1 0.01 784 16 10 | sed -E 's/.*kernel=([^ ]+).*/\1/')
-
-median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 # measure LABEL RANKS THREADS: alternating rounds of spotrun and PyTorch;
 # prints "spotrun_rate torch_rate"
