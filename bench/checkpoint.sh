@@ -60,7 +60,7 @@ echo "aws s3 cp of the same file (multipart above 8 MiB)."
 if [[ -n ${BENCH_MAX_STALL_SHARE:-} ]]; then
     for r in "${rows[@]}"; do
         share=$(awk -F'|' '{gsub(/[ %]/, "", $7); print $7 / 100}' <<<"$r")
-        awk -v s="$share" -v m="$BENCH_MAX_STALL_SHARE" 'BEGIN {exit !(s <= m)}' ||
-            { echo "stall share $share above $BENCH_MAX_STALL_SHARE" >&2; exit 1; }
+        bench_within "$share" "<=" "$BENCH_MAX_STALL_SHARE" \
+            "stall share $share above $BENCH_MAX_STALL_SHARE" || exit 1
     done
 fi

@@ -1,8 +1,8 @@
-# lib.sh: sourced by the S3 benchmarks. bench_s3_start NAME makes a scratch
+# lib.sh: sourced by the benchmarks. bench_s3_start NAME makes a scratch
 # directory ($work), starts the local S3 test server on a free loopback port
 # with a bucket "bench", points spotrun and the AWS CLI at it, and removes
 # both on exit. Also sets $spotrun, $port and $aws (Debian's AWS CLI with
-# the endpoint).
+# the endpoint). median, time_cmd and bench_within serve every benchmark.
 
 bench_s3_start() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +32,16 @@ bench_cleanup() {
 
 # median: the middle of the numbers on stdin (one per line or space-separated)
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# bench_within VALUE OP LIMIT MESSAGE: succeed when VALUE OP LIMIT holds
+# (OP is <= or >=); else print MESSAGE on stderr and fail. For the
+# BENCH_MIN_* and BENCH_MAX_* thresholds.
+bench_within() {
+    awk -v v="$1" -v op="$2" -v m="$3" \
+        'BEGIN { exit !(op == "<=" ? v <= m : v >= m) }' && return 0
+    echo "$4" >&2
+    return 1
+}
 
 # time_cmd CMD...: run it (stdout dropped) and print the seconds it took
 time_cmd() {

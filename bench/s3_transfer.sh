@@ -83,6 +83,5 @@ for r in "${rows[@]}"; do
     [[ $dir == download ]] && min=${BENCH_MIN_DOWNLOAD_RATIO:-}
     [[ $dir == upload ]] && min=${BENCH_MIN_UPLOAD_RATIO:-}
     [[ -z $min ]] && continue
-    awk -v r="$ratio" -v m="$min" 'BEGIN {exit !(r >= m)}' ||
-        { echo "$dir ratio $ratio below $min" >&2; exit 1; }
+    bench_within "$ratio" ">=" "$min" "$dir ratio $ratio below $min" || exit 1
 done

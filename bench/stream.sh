@@ -106,10 +106,12 @@ echo "training: MLP 784-1024-512-10, batch 256, 1 rank x 2 threads, shuffle bloc
 echo "20000 records (15.7 MB), streaming every epoch."
 
 fail=0
-[[ -n ${BENCH_MIN_AWS_RATIO:-} ]] && ! awk -v r="$reader" -v a="$awscli" -v m="$BENCH_MIN_AWS_RATIO" \
-    'BEGIN {exit !(r / a >= m)}' && { echo "below aws ratio" >&2; fail=1; }
-[[ -n ${BENCH_MIN_CEILING_SHARE:-} ]] && ! awk -v r="$reader" -v c="$ceiling" -v m="$BENCH_MIN_CEILING_SHARE" \
-    'BEGIN {exit !(r / c >= m)}' && { echo "below ceiling share" >&2; fail=1; }
-[[ -n ${BENCH_MAX_WAIT_SHARE:-} ]] && ! awk -v w="$wait_share" -v m="$BENCH_MAX_WAIT_SHARE" \
-    'BEGIN {exit !(w <= m)}' && { echo "data wait above share" >&2; fail=1; }
+aws_ratio=$(awk -v r="$reader" -v a="$awscli" 'BEGIN {print r / a}')
+ceiling_share=$(awk -v r="$reader" -v c="$ceiling" 'BEGIN {print r / c}')
+[[ -z ${BENCH_MIN_AWS_RATIO:-} ]] ||
+    bench_within "$aws_ratio" ">=" "$BENCH_MIN_AWS_RATIO" "below aws ratio" || fail=1
+[[ -z ${BENCH_MIN_CEILING_SHARE:-} ]] ||
+    bench_within "$ceiling_share" ">=" "$BENCH_MIN_CEILING_SHARE" "below ceiling share" || fail=1
+[[ -z ${BENCH_MAX_WAIT_SHARE:-} ]] ||
+    bench_within "$wait_share" "<=" "$BENCH_MAX_WAIT_SHARE" "data wait above share" || fail=1
 exit $fail

@@ -129,7 +129,7 @@ echo "and T concurrent single-threaded products on batch/T rows each."
 if [[ -n ${BENCH_MIN_RATIO:-} ]]; then
     for r in "$r1" "$r2"; do
         ratio=$(awk -F'|' '{print $5}' <<<"$r")
-        awk -v r="$ratio" -v m="$BENCH_MIN_RATIO" 'BEGIN {exit !(r >= m)}' ||
-            { echo "ratio $ratio below BENCH_MIN_RATIO=$BENCH_MIN_RATIO" >&2; exit 1; }
+        bench_within "$ratio" ">=" "$BENCH_MIN_RATIO" \
+            "ratio $ratio below BENCH_MIN_RATIO=$BENCH_MIN_RATIO" || exit 1
     done
 fi
