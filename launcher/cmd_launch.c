@@ -364,7 +364,9 @@ static int count_gpus(void)
 static int sm_fail(const char *root, sr_status s)
 {
     log_status(s);
-    sm_write_failure(root, sr_errmsg_user());
+    char path[SM_PATH_MAX + 32];
+    sm_failure_path(root, path, sizeof path);
+    sm_write_failure(path, sr_errmsg_user(), 1);
     return sr_exit_code(s);
 }
 
@@ -434,17 +436,17 @@ static int sm_leader(const struct launch_opts *o, const struct sm_job *j,
              j->iface[0] ? ", interface " : "", j->iface);
     int rc = run_once(o, &hl, j->iface[0] ? j->iface : NULL, agent, ntrain,
                       train);
-    char path[SM_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/output/failure", j->root);
-    if (rc == EXIT_INTERRUPTED && access(path, F_OK) != 0)
-        sm_write_failure(j->root, "stopped on an interruption notice after "
+    /* unless a rank already said why */
+    char path[SM_PATH_MAX + 32], msg[160];
+    sm_failure_path(j->root, path, sizeof path);
+    if (rc == EXIT_INTERRUPTED)
+        sm_write_failure(path, "stopped on an interruption notice after "
                          "committing a checkpoint (exit 75); start the job "
-                         "again to resume from it");
-    else if (rc != 0 && access(path, F_OK) != 0) {
-        char msg[128];
+                         "again to resume from it", 0);
+    else if (rc != 0) {
         snprintf(msg, sizeof msg, "training failed (exit %d); see the job "
                  "log", rc);
-        sm_write_failure(j->root, msg);
+        sm_write_failure(path, msg, 0);
     }
     return rc;
 }
@@ -456,7 +458,7 @@ static int launch_sagemaker(const struct launch_opts *o)
     if (s != SR_OK)
         return sm_fail(sm_root(), s);
     char failure[SM_PATH_MAX + 32];
-    snprintf(failure, sizeof failure, "%s/output/failure", j.root);
+    sm_failure_path(j.root, failure, sizeof failure);
     unlink(failure);
     if (o->worker || !j.leader)
         return sm_worker(o, &j);

@@ -2,18 +2,17 @@
  * cmd_train.c: `spotrun train`: MPI start-up, configuration, the effective
  * configuration table on rank 0, the training run, and the exit code.
  */
-#include <fcntl.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../common/log.h"
 #include "../trainer/comm.h"
 #include "../trainer/train.h"
 #include "commands.h"
 #include "config.h"
+#include "sagemaker.h"
 
 static int wants_help(int argc, char **argv)
 {
@@ -21,24 +20,6 @@ static int wants_help(int argc, char **argv)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return 1;
     return 0;
-}
-
-/* Under the SageMaker launcher: why the run failed, for output/failure
- * (the first rank to write it wins). */
-static void write_failure(const char *path)
-{
-    if (!path || !*path)
-        return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0)
-        return;
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        return;
-    }
-    fprintf(f, "%s\n", sr_errmsg_user());
-    fclose(f);
 }
 
 int cmd_train(int argc, char **argv)
@@ -85,7 +66,8 @@ int cmd_train(int argc, char **argv)
     if (s != SR_OK && !quiet)
         log_status(s);
     if (s != SR_OK && s != SR_ERR_INTERRUPTED && !quiet)
-        write_failure(getenv("SPOTRUN_FAILURE_FILE"));
+        /* under the SageMaker launcher: output/failure */
+        sm_write_failure(getenv("SPOTRUN_FAILURE_FILE"), sr_errmsg_user(), 0);
     free(json);
     comm_free(&c);
     MPI_Finalize();

@@ -8,6 +8,7 @@
 #include "sagemaker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +32,32 @@ int sm_detected(void)
     return access(path, F_OK) == 0;
 }
 
-void sm_write_failure(const char *root, const char *msg)
+void sm_failure_path(const char *root, char *out, size_t cap)
 {
-    char dir[SM_PATH_MAX], path[SM_PATH_MAX + 16];
-    snprintf(dir, sizeof dir, "%s/output", root);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    snprintf(out, cap, "%s/output/failure", root);
+}
+
+void sm_write_failure(const char *path, const char *msg, int replace)
+{
+    if (!path || !*path)
         return;
-    snprintf(path, sizeof path, "%s/failure", dir);
-    FILE *f = fopen(path, "w");
-    if (!f)
+    char dir[SM_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+            return;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | (replace ? O_TRUNC : O_EXCL),
+                  0644);
+    if (fd < 0)
         return;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return;
+    }
     fprintf(f, "%s\n", msg);
     fclose(f);
 }

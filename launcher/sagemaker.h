@@ -41,7 +41,11 @@ int sm_detected(void);
 /* Read the contract. gpus: GPUs on this host (processes per host unless a
  * processes-per-host hyperparameter says otherwise; at least 1). */
 sr_status sm_load(struct sm_job *j, int gpus) SR_MUST_USE;
-/* Write msg to output/failure under the root (replacing it). */
-void sm_write_failure(const char *root, const char *msg);
+/* output/failure under root. */
+void sm_failure_path(const char *root, char *out, size_t cap);
+/* Write msg (a line) to the failure file at path: replacing what is there,
+ * or only if there is none yet (the first failure to be reported wins).
+ * NULL or "" does nothing. */
+void sm_write_failure(const char *path, const char *msg, int replace);
 
 #endif

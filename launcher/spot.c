@@ -28,7 +28,6 @@ static const int stop_signals[] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
 #define NSIGNALS (int)(sizeof stop_signals / sizeof stop_signals[0])
 
 static volatile sig_atomic_t sig_first;     /* signo of the first signal */
-static volatile sig_atomic_t sig_count;
 static volatile long sig_sec, sig_nsec;
 
 struct spot_watcher {
@@ -56,7 +55,6 @@ static void on_signal(int signo)
         sig_nsec = ts.tv_nsec;
         sig_first = signo;
     }
-    sig_count++;
 }
 
 double spot_parse_time(const char *s)
@@ -191,7 +189,6 @@ sr_status spot_start(struct spot_watcher **out, const struct spot_opts *o)
     pthread_cond_init(&w->cv, NULL);
     w->interval = o->poll_interval_s > 0 ? o->poll_interval_s : 5;
     sig_first = 0;
-    sig_count = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -97,11 +97,9 @@ static int note_stop(int sig)
 
 int sv_run(char *const argv[])
 {
-    pid_t pid = spawn(argv);
-    if (pid < 0) {
-        log_error("cannot start %s: %s", argv[0], strerror(errno));
+    pid_t pid = sv_spawn(argv);
+    if (pid < 0)
         return -1;
-    }
     int status = 0;
     for (;;) {
         if (reap(pid, &status))
