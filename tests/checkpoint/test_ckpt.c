@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "checkpoint/ckpt.h"
-#include "checkpoint/h5image.h"
 #include "checkpoint/writer.h"
 
 static char dir[64];
@@ -127,16 +126,15 @@ static void test_ckpt__image_round_trip(void **state)
 }
 
 /* Built in place in a reused arena, the image is byte for byte the one
- * h5img_finish copies out, also the second time round. */
+ * h5img_finish copies out (whose reading back image_round_trip checks),
+ * also the second time round. */
 static void test_ckpt__image_in_arena(void **state)
 {
     (void)state;
-    struct ckpt_meta m, r;
+    struct ckpt_meta m;
     make_meta(&m, 7);
     size_t np = m.shape.nparams;
     float *p = malloc(np * sizeof(float)), *o = malloc(2 * np * sizeof(float));
-    float *p2 = malloc(np * sizeof(float)), *o2 = malloc(2 * np *
-                                                         sizeof(float));
     struct sr_buf arena = { 0 };
     for (int round = 0; round < 2; round++) {
         m.step = 7 + round;
@@ -148,20 +146,11 @@ static void test_ckpt__image_in_arena(void **state)
         assert_int_equal(ckpt_image_in(&arena, &len, &m, "{}", p, o), SR_OK);
         assert_int_equal(len, copy.len);
         assert_memory_equal(arena.data, copy.data, len);
-        assert_int_equal(ckpt_read_meta(&r, arena.data, len, "arena"),
-                         SR_OK);
-        assert_int_equal(r.step, 7 + round);
-        assert_int_equal(ckpt_read_tensors(arena.data, len, "arena", &r, p2,
-                                           o2), SR_OK);
-        assert_memory_equal(p, p2, np * sizeof(float));
-        assert_memory_equal(o, o2, 2 * np * sizeof(float));
         buf_free(&copy);
     }
     buf_free(&arena);
     free(p);
     free(o);
-    free(p2);
-    free(o2);
 }
 
 static void test_ckpt__commit_load_and_corruption(void **state)
