@@ -118,7 +118,8 @@ static sr_status write_meta(struct h5img *h, const struct ckpt_meta *mt,
     return SR_OK;
 }
 
-static sr_status write_checkpoint(struct h5img *h, const struct ckpt_meta *meta,
+static sr_status write_checkpoint(struct h5img *h,
+                                  const struct ckpt_meta *meta,
                                   const char *config_json,
                                   const float *params, const float *opt_state)
 {

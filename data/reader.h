@@ -13,8 +13,9 @@
  * exceed window_bytes (256 MiB by default), except that the chunks of the
  * batch the consumer is waiting for are always admitted. A record is
  * served as soon as its chunk has landed and been checked (every record's
- * CRC, by the fetch thread), never after a whole shard. Shard headers and indexes (16 bytes per record) are kept only for
- * shards with resident chunks.
+ * CRC, by the fetch thread), never after a whole shard. Shard headers and
+ * indexes (16 bytes per record) are kept only for shards with resident
+ * chunks.
  *
  * With a cache directory, fetched chunks are also kept on local disk (up to
  * cache_limit bytes, oldest first out) and read from there on later

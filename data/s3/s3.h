@@ -66,8 +66,8 @@ typedef sr_status (*s3_list_fn)(void *arg, const char *key, uint64_t size,
  * AWS_REGION, AWS_DEFAULT_REGION, the profile's config file, else
  * us-east-1; AWS_CA_BUNDLE; SPOTRUN_S3_ADDRESSING, _MAX_ATTEMPTS,
  * _RETRY_BASE_MS, _RETRY_CAP_MS, _CONNECT_TIMEOUT_MS, _STALL_TIMEOUT_S,
- * _PART_SIZE, _MULTIPART_THRESHOLD, _CONCURRENCY, _LIST_PAGE_SIZE. A bad value is SR_ERR_USAGE
- * naming the variable. */
+ * _PART_SIZE, _MULTIPART_THRESHOLD, _CONCURRENCY, _LIST_PAGE_SIZE. A bad
+ * value is SR_ERR_USAGE naming the variable. */
 sr_status s3_config_from_env(struct s3_config *out) SR_MUST_USE;
 
 sr_status s3_client_open(struct s3_client **out, const struct s3_config *cfg)
