@@ -310,7 +310,7 @@ static int launch_hosts(const struct launch_opts *o)
     snprintf(key, sizeof key, "%s/id_ed25519", o->ssh_dir);
     if (access(key, R_OK) == 0)
         ssh_agent(agent, sizeof agent, o->ssh_dir, o->ssh_port);
-    struct host_list prev = { .n = 0 }, hl;
+    struct host_list hl;
     int rc = 1;
     for (int run = 0; run <= o->max_restarts; run++) {
         sr_status s = wait_for_hosts(o, &hl);
@@ -323,12 +323,11 @@ static int launch_hosts(const struct launch_opts *o)
         log_info("run %d: %d host(s), %d rank(s): %s", run + 1, hl.n,
                  hosts_total_slots(&hl), list);
         rc = run_once(o, &hl, o->iface, agent, o->ntrain, o->train);
-        prev = hl;
         if (rc == 0 || rc == 2 || sv_stop_requested())
             break;
         struct host_list now;
         int lost = list_hosts(o, &now) == SR_OK &&
-                   !hosts_contains_all(&now, &prev);
+                   !hosts_contains_all(&now, &hl);
         if (rc != EXIT_INTERRUPTED && !lost) {
             log_error("the job failed (exit %d) with every host still "
                       "listed: not restarting", rc);

@@ -65,13 +65,14 @@ pid_t sv_spawn(char *const argv[])
     return pid;
 }
 
-/* Reap every exited child; the status of `watch` goes to *status. */
+/* Reap every exited child; 1 and its status when one was `watch` (0 when
+ * none is watched). */
 static int reap(pid_t watch, int *status)
 {
     int found = 0, st;
     pid_t p;
     while ((p = waitpid(-1, &st, WNOHANG)) > 0)
-        if (p == watch) {
+        if (p == watch && status) {
             *status = st;
             found = 1;
         }
@@ -119,9 +120,8 @@ int sv_run(char *const argv[])
 int sv_sleep(double seconds)
 {
     double end = now_s() + seconds;
-    int dummy;
     for (;;) {
-        reap(-2, &dummy);
+        reap(0, NULL);
         double left = end - now_s();
         if (left <= 0)
             return 0;

@@ -146,6 +146,7 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.05
 done
 ranks=$(pgrep -f "spotrun train --data $FM/train --epochs 3" | grep -v "^$job_pid$" || true)
+[[ $(wc -w <<<"$ranks") -eq 2 ]] || fail "want the 2 rank pids to signal, found: $ranks"
 for sig in TERM INT USR2 TERM; do
     sleep 0.3
     kill -"$sig" $ranks 2>/dev/null || true

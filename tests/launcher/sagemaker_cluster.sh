@@ -66,7 +66,7 @@ rc=0
 wait "$LEADER" || rc=$?
 wait "$WORKER" || true
 [[ $rc -eq 0 ]] || { cat "$WORK/run2.a"; fail "restart: leader exit $rc"; }
-grep -qE "resum.*$step|step $step" "$WORK/run2.a" || { cat "$WORK/run2.a"; fail "the restart did not resume from step $step"; }
+grep -qE "resumed from .*: step $step," "$WORK/run2.a" || { cat "$WORK/run2.a"; fail "the restart did not resume from step $step"; }
 got=$(digest "$WORK/run2.a")
 [[ $got == "$ref" ]] || fail "resumed cluster run ends with $got, uninterrupted $ref"
 pass "restart of both hosts resumed from step $step and matched ($ref)"

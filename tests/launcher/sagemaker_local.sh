@@ -34,7 +34,7 @@ pass "SIGTERM to the launcher: SIGUSR1 to mpirun, exit 75, reason in output/fail
 
 "$SPOTRUN" train >"$WORK/run2.out" 2>&1 ||
     { cat "$WORK/run2.out"; fail "restart failed"; }
-grep -q "resuming from" "$WORK/run2.out" || grep -q "resumed" "$WORK/run2.out" ||
+grep -qE "resumed from .*: step [0-9]+," "$WORK/run2.out" ||
     { cat "$WORK/run2.out"; fail "the restart did not resume"; }
 got=$(digest "$WORK/run2.out")
 [[ $got == "$ref" ]] || fail "resumed run ends with $got, uninterrupted $ref"
