@@ -180,9 +180,9 @@ sr_status ckpt_read_meta(struct ckpt_meta *mt, const void *img, size_t len,
         s = SR_FAIL(SR_ERR_FORMAT, "%s: not a spotrun checkpoint", what);
     if (s == SR_OK)
         s = h5img_get_attr_i64(h, "/", "format_version", &version, 1);
-    if (s == SR_OK && version != CKPT_FORMAT_VERSION)
+    if (s == SR_OK && (version < 1 || version > CKPT_FORMAT_VERSION))
         s = SR_FAIL(SR_ERR_FORMAT, "%s: checkpoint format version %lld (this "
-                    "build reads %d)", what, (long long)version,
+                    "build reads 1 to %d)", what, (long long)version,
                     CKPT_FORMAT_VERSION);
     if (s == SR_OK)
         s = h5img_get_attr_i64(h, "/", "step", &mt->step, 1);
@@ -194,8 +194,8 @@ sr_status ckpt_read_meta(struct ckpt_meta *mt, const void *img, size_t len,
         s = h5img_get_attr_i64(h, "/", "world_size", &mt->world_size, 1);
     if (s == SR_OK)
         s = h5img_get_attr_i64(h, "/", "global_batch", &mt->global_batch, 1);
-    int64_t block = 0;
-    if (s == SR_OK)
+    int64_t block = 0;      /* format 1 did not record it: unknown */
+    if (s == SR_OK && version >= 2)
         s = h5img_get_attr_i64(h, "/", "shuffle_block", &block, 1);
     mt->shuffle_block = (uint64_t)block;
     if (s == SR_OK)
@@ -314,7 +314,7 @@ sr_status ckpt_commit(struct storage *st, const char *root,
     const char *hex = dj.hex;
     json_t *j = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:f, s:[{s:s, s:I, "
                           "s:s}]}", "format", "spotrun-checkpoint-manifest",
-                          "version", CKPT_FORMAT_VERSION, "step",
+                          "version", CKPT_MANIFEST_VERSION, "step",
                           (json_int_t)meta->step, "epoch",
                           (json_int_t)meta->epoch, "position",
                           (json_int_t)meta->position, "world_size",

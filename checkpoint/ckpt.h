@@ -24,7 +24,9 @@
 #include "../trainer/mlp.h"
 #include "../trainer/optim.h"
 
-#define CKPT_FORMAT_VERSION 1
+/* 2 records the shuffle block; 1 (without it) is still read */
+#define CKPT_FORMAT_VERSION 2
+#define CKPT_MANIFEST_VERSION 1
 #define CKPT_STATE_OBJECT "state.h5"
 #define CKPT_MANIFEST "MANIFEST.json"
 
@@ -36,7 +38,8 @@ struct ckpt_meta {
     int64_t world_size;
     int64_t global_batch;
     uint64_t seed;
-    uint64_t shuffle_block;     /* records; part of the data order */
+    uint64_t shuffle_block;     /* records; part of the data order; 0 =
+                                   not recorded (format 1) */
     enum optim_kind optim;
     struct mlp shape;
     uint64_t dataset_records;

@@ -59,7 +59,8 @@ static sr_status check_fits(const struct trainer *t,
         return SR_FAIL(SR_ERR_USAGE, "%s was made with seed %llu, this run "
                        "uses %llu; %s", what, (unsigned long long)mt->seed,
                        (unsigned long long)cfg->seed, hint);
-    if (mt->shuffle_block != trainer_shuffle_block(t))
+    if (mt->shuffle_block != 0 &&          /* 0: format 1, not recorded */
+        mt->shuffle_block != trainer_shuffle_block(t))
         return SR_FAIL(SR_ERR_USAGE, "%s was made with a shuffle block of "
                        "%llu records, this run uses %llu (the sample "
                        "sequence would change); %s", what,

@@ -100,9 +100,9 @@ import h5py, numpy as np
 c = h5py.File(sys.argv[1], "r")
 m = h5py.File(sys.argv[2], "r")
 a = c.attrs
-assert a["format"] == "spotrun-checkpoint" and a["format_version"] == 1
+assert a["format"] == "spotrun-checkpoint" and a["format_version"] == 2
 assert (a["step"], a["epoch"], a["position"]) == (50, 0, 50 * 256)
-assert a["world_size"] == 2 and a["global_batch"] == 256
+assert a["world_size"] == 2 and a["global_batch"] == 256 and a["shuffle_block"] > 0
 assert list(a["layer_sizes"]) == [784, 256, 128, 10]
 assert json.loads(a["config"])["checkpoint"].endswith("ck5")
 assert c["rng/seed"][0] == 42
@@ -116,6 +116,27 @@ h5dump -A "$WORK/ck5/step-0000000050/state.h5" >"$WORK/dump.txt" ||
 grep -q 'DATASET "fc1.weight"' "$WORK/dump.txt" && grep -q 'GROUP "exp_avg_sq"' "$WORK/dump.txt" ||
     fail "h5dump shows no tensors"
 pass "h5py and h5dump read a checkpoint; its parameters equal model.h5 at step 50"
+
+# a format-1 checkpoint (no shuffle_block attribute) still resumes
+cp -r "$WORK/ck5" "$WORK/ck5v1"
+"$PY" - "$WORK/ck5v1/step-0000000050" <<'PY'
+import hashlib, json, os, sys
+import h5py
+d = sys.argv[1]
+with h5py.File(d + "/state.h5", "r+") as f:
+    assert f.attrs["shuffle_block"] > 0
+    del f.attrs["shuffle_block"]
+    f.attrs["format_version"] = 1
+m = json.load(open(d + "/MANIFEST.json"))
+data = open(d + "/state.h5", "rb").read()
+m["objects"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+json.dump(m, open(d + "/MANIFEST.json", "w"))
+PY
+train 2 --checkpoint "$WORK/ck5v1" --max-steps 60 >/dev/null 2>"$WORK/v1.err" ||
+    fail "resume from a format-1 checkpoint: $(tail -3 "$WORK/v1.err")"
+grep -q "resumed from .*step-0000000050: step 50" "$WORK/v1.err" ||
+    fail "a format-1 checkpoint was not resumed: $(grep -i checkpoint "$WORK/v1.err" | head -3)"
+pass "a format-1 checkpoint (no shuffle_block) resumes"
 
 train 1 --checkpoint "$WORK/ck6" --checkpoint-every-steps 40 --keep-checkpoints 2 \
     --max-steps 200 >/dev/null 2>"$WORK/g.err" || fail "retention run"
