@@ -164,7 +164,7 @@ echo "batches gathered on the host and copied from page-locked memory."
 
 if [[ -n ${BENCH_MIN_RATIO:-} ]]; then
     for r in "${ratios[@]}"; do
-        awk -v r="$r" -v m="$BENCH_MIN_RATIO" 'BEGIN {exit !(r >= m)}' ||
-            { echo "ratio $r below BENCH_MIN_RATIO=$BENCH_MIN_RATIO" >&2; exit 1; }
+        bench_within "$r" ">=" "$BENCH_MIN_RATIO" \
+            "ratio $r below BENCH_MIN_RATIO=$BENCH_MIN_RATIO" || exit 1
     done
 fi
