@@ -237,6 +237,11 @@ void storage_writer_abort(struct storage_writer *w)
 sr_status storage_put(struct storage *st, const char *uri, const void *p,
                       size_t n, int flags)
 {
+    struct storage_uri u;
+    const struct storage_ops *ops;
+    SR_TRY(resolve(st, uri, &u, &ops));
+    if (ops->put)
+        return ops->put(st, &u, p, n, flags);
     struct storage_writer *w;
     SR_TRY(storage_writer_open(st, uri, flags, &w));
     sr_status s = storage_writer_write(w, p, n);

@@ -107,6 +107,12 @@ struct storage_ops {
     sr_status (*del)(struct storage *, const struct storage_uri *);
     sr_status (*writer_open)(struct storage *, const struct storage_uri *,
                              int, struct storage_writer **);
+    /* Optional: a whole buffer in one call, with the flags of
+     * writer_open, sent from the caller's memory (a writer stages a copy,
+     * since its caller may reuse each buffer it writes). NULL = through a
+     * writer. */
+    sr_status (*put)(struct storage *, const struct storage_uri *,
+                     const void *, size_t, int);
     /* Optional per-storage state (e.g. the S3 client), made on the
      * backend's first use and freed by storage_close. */
     sr_status (*state_open)(void **);

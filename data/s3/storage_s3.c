@@ -143,16 +143,22 @@ static void sw_abort(struct storage_writer *base)
     free(w);
 }
 
+static sr_status object_name(const struct storage_uri *u)
+{
+    size_t n = strlen(u->path);
+    if (n == 0 || u->path[n - 1] == '/')
+        return SR_FAIL(SR_ERR_USAGE, "s3://%s/%s: an object name is needed, "
+                       "not a prefix", u->bucket, u->path);
+    return SR_OK;
+}
+
 static sr_status s3s_writer_open(struct storage *st,
                                  const struct storage_uri *u, int flags,
                                  struct storage_writer **out)
 {
     struct s3_client *c;
     struct s3_object_info info;
-    size_t n = strlen(u->path);
-    if (n == 0 || u->path[n - 1] == '/')
-        return SR_FAIL(SR_ERR_USAGE, "s3://%s/%s: an object name is needed, "
-                       "not a prefix", u->bucket, u->path);
+    SR_TRY(object_name(u));
     SR_TRY(client(st, &c));
     if (flags & STORAGE_CREATE_EXCL) {
         /* fail early; the commit itself is still conditional */
@@ -181,6 +187,28 @@ static sr_status s3s_writer_open(struct storage *st,
     return SR_OK;
 }
 
+/* Up to the multipart threshold: one PutObject straight from the caller's
+ * buffer (conditional for STORAGE_CREATE_EXCL). Larger: multipart, through
+ * a writer. */
+static sr_status s3s_put(struct storage *st, const struct storage_uri *u,
+                         const void *p, size_t n, int flags)
+{
+    struct s3_client *c;
+    SR_TRY(object_name(u));
+    SR_TRY(client(st, &c));
+    if (n <= s3_client_config(c)->multipart_threshold)
+        return s3_put(c, u->bucket, u->path, n ? p : "", n,
+                      (flags & STORAGE_CREATE_EXCL) ? S3_IF_NONE_MATCH : 0);
+    struct storage_writer *w;
+    SR_TRY(s3s_writer_open(st, u, flags, &w));
+    sr_status s = sw_write(w, p, n);
+    if (s != SR_OK) {
+        sw_abort(w);
+        return s;
+    }
+    return sw_commit(w);
+}
+
 const struct storage_ops storage_s3_ops = {
     .name = "s3",
     .stat = s3s_stat,
@@ -188,6 +216,7 @@ const struct storage_ops storage_s3_ops = {
     .list = s3s_list,
     .del = s3s_del,
     .writer_open = s3s_writer_open,
+    .put = s3s_put,
     .state_open = state_open,
     .state_close = state_close,
 };
