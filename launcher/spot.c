@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,10 @@ struct spot_watcher {
     double token_expires;       /* monotonic */
     struct spot_notice action;  /* kind NONE until an instance-action */
     struct spot_notice rebalance;
-    int rebalance_pending;
+    /* set (release) once the notice above is filled in, so the loop's
+     * per-step checks are one load each and lock only when there is news */
+    atomic_int have_action;
+    atomic_int rebalance_pending;
     char rebalance_seen[64];    /* noticeTime of the last one taken */
 };
 
@@ -135,6 +139,7 @@ static void poll_once(struct spot_watcher *w)
             snprintf(w->action.what, sizeof w->action.what,
                      "spot instance-action %s at %s", action,
                      when ? when : "an unknown time");
+            atomic_store_explicit(&w->have_action, 1, memory_order_release);
         }
         pthread_mutex_unlock(&w->mu);
         json_decref(j);
@@ -151,7 +156,8 @@ static void poll_once(struct spot_watcher *w)
             w->rebalance.deadline = 0;
             snprintf(w->rebalance.what, sizeof w->rebalance.what,
                      "rebalance recommendation of %s", when);
-            w->rebalance_pending = 1;
+            atomic_store_explicit(&w->rebalance_pending, 1,
+                                  memory_order_release);
         }
         pthread_mutex_unlock(&w->mu);
         json_decref(j);
@@ -225,28 +231,24 @@ int spot_stop_requested(struct spot_watcher *w, struct spot_notice *out)
         snprintf(out->what, sizeof out->what, "%s", name);
         return 1;
     }
-    if (!w)
+    if (!w || !atomic_load_explicit(&w->have_action, memory_order_acquire))
         return 0;
     pthread_mutex_lock(&w->mu);
-    int got = w->action.kind != SPOT_NONE;
-    if (got)
-        *out = w->action;
+    *out = w->action;
     pthread_mutex_unlock(&w->mu);
-    return got;
+    return 1;
 }
 
 int spot_take_rebalance(struct spot_watcher *w, struct spot_notice *out)
 {
-    if (!w)
+    if (!w || !atomic_load_explicit(&w->rebalance_pending,
+                                    memory_order_acquire))
         return 0;
     pthread_mutex_lock(&w->mu);
-    int got = w->rebalance_pending;
-    if (got) {
-        *out = w->rebalance;
-        w->rebalance_pending = 0;
-    }
+    *out = w->rebalance;
+    atomic_store_explicit(&w->rebalance_pending, 0, memory_order_relaxed);
     pthread_mutex_unlock(&w->mu);
-    return got;
+    return 1;
 }
 
 int spot_polling(const struct spot_watcher *w)
