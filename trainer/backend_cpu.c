@@ -9,10 +9,14 @@
  * ("lanes"); each thread runs forward and backward on its slice with
  * single-threaded sgemm calls into its own gradient buffer, then the
  * buffers are summed in lane order (each thread summing a range of
- * parameters) and the optimizer runs split the same way. A step has three
- * fork-joins instead of one per matrix product, and the element-wise work
- * runs on every core. Results depend on T the way they depend on the world
- * size: through float summation order only.
+ * parameters) and the optimizer runs split the same way. In a single
+ * process nothing sits between the two, so the sum waits for
+ * optimizer_step and each thread sums a cache-sized chunk of its range and
+ * updates those parameters at once: one pass over memory and one
+ * fork-join less. A step has two or three fork-joins instead of one per
+ * matrix product, and the element-wise work runs on every core. Results
+ * depend on T the way they depend on the world size: through float
+ * summation order only.
  *
  * Every buffer is allocated at create time; a step allocates nothing.
  */
@@ -27,6 +31,7 @@
 #include "blas.h"
 
 #define FLOATS_PER_LINE 16
+#define FUSED_CHUNK 1024    /* floats of summed gradient per optimizer call */
 
 struct lane {
     float *act[MLP_MAX_LAYERS + 1]; /* act[l]: output of layer l (post-ReLU);
@@ -51,6 +56,7 @@ struct backend {
     struct pool *own_pool;
     int nlanes;
     struct lane *lanes;
+    int lanes_pending;      /* lane gradients not yet summed into grads */
     /* arguments of the call in progress, read by every worker */
     const float *x;
     const int32_t *y;
@@ -333,6 +339,14 @@ static void lane_reduce(void *arg, int w, int nw)
         add_into(b->grads + lo, b->lanes[l].grads + lo, hi - lo);
 }
 
+/* Sum the lanes into grads if train_step left them apart */
+static void lanes_settle(struct backend *b)
+{
+    if (b->lanes_pending)
+        pool_run(b->pool, lane_reduce, b);
+    b->lanes_pending = 0;
+}
+
 static sr_status cpu_train_step(struct backend *b, const float *x,
                                 const int32_t *y, int n, float grad_scale)
 {
@@ -345,8 +359,10 @@ static sr_status cpu_train_step(struct backend *b, const float *x,
     b->n = n;
     b->scale = grad_scale;
     pool_run(b->pool, lane_train, b);
-    if (b->nlanes > 1)
-        pool_run(b->pool, lane_reduce, b);
+    /* the all-reduce needs the sum; alone, optimizer_step makes it */
+    b->lanes_pending = b->nlanes > 1;
+    if (b->comm.size > 1)
+        lanes_settle(b);
     double loss = 0;
     for (int w = 0; w < b->nlanes; w++)
         loss += b->lanes[w].loss;
@@ -372,25 +388,53 @@ static sr_status cpu_grad_allreduce(struct backend *b,
 static sr_status cpu_set_grads(struct backend *b, const float *host)
 {
     memcpy(b->grads, host, b->m.nparams * sizeof(float));
+    b->lanes_pending = 0;
     return SR_OK;
 }
 
 static sr_status cpu_get_grads(struct backend *b, float *host)
 {
+    lanes_settle(b);
     memcpy(host, b->grads,
            (b->m.nparams + BACKEND_GRAD_EXTRA) * sizeof(float));
     return SR_OK;
 }
 
+/* The optimizer on n parameters from offset off, with gradients g */
+static void update(struct backend *b, size_t off, size_t n, const float *g,
+                   float wd)
+{
+    const struct optim_params *op = b->op;
+    size_t np = b->m.nparams;
+    if (op->kind == OPTIM_SGD)
+        optim_sgd_cpu(b->params + off, g, b->state + off, n, b->lr,
+                      (float)op->momentum, wd);
+    else
+        optim_adamw_cpu(b->params + off, g, b->state + off,
+                        b->state + np + off, n, b->lr, (float)op->beta1,
+                        (float)op->beta2, (float)op->eps, wd, b->step);
+}
+
+/* The lanes' gradients summed in lane order (as lane_reduce sums them)
+ * for n <= FUSED_CHUNK parameters from off, then the optimizer on them */
+static void sum_update(struct backend *b, size_t off, size_t n, float wd)
+{
+    float g[FUSED_CHUNK] __attribute__((aligned(64)));
+    memcpy(g, b->grads + off, n * sizeof(float));
+    for (int l = 1; l < b->nlanes; l++)
+        add_into(g, b->lanes[l].grads + off, n);
+    update(b, off, n, g, wd);
+}
+
 /* The optimizer over this thread's parameter range, tensor by tensor
- * (weight decay applies to weights only). */
+ * (weight decay applies to weights only); with the lanes still apart,
+ * a chunk at a time straight from their sum. */
 static void lane_optim(void *arg, int w, int nw)
 {
     struct backend *b = arg;
     const struct mlp *m = &b->m;
-    const struct optim_params *op = b->op;
-    size_t lo, hi, np = m->nparams;
-    pool_range(np, w, nw, FLOATS_PER_LINE, &lo, &hi);
+    size_t lo, hi;
+    pool_range(m->nparams, w, nw, FLOATS_PER_LINE, &lo, &hi);
     for (int t = 0; t < mlp_ntensors(m) && hi > lo; t++) {
         char name[32];
         int ndim;
@@ -398,17 +442,16 @@ static void lane_optim(void *arg, int w, int nw)
         mlp_tensor(m, t, name, sizeof name, &ndim, dims, &off, &cnt);
         size_t a = off > lo ? off : lo;
         size_t z = off + cnt < hi ? off + cnt : hi;
+        float wd = mlp_tensor_is_weight(t) ? (float)b->op->weight_decay
+                                           : 0.0f;
         if (a >= z)
             continue;
-        float wd = mlp_tensor_is_weight(t) ? (float)op->weight_decay : 0.0f;
-        if (op->kind == OPTIM_SGD)
-            optim_sgd_cpu(b->params + a, b->grads + a, b->state + a, z - a,
-                          b->lr, (float)op->momentum, wd);
-        else
-            optim_adamw_cpu(b->params + a, b->grads + a, b->state + a,
-                            b->state + np + a, z - a, b->lr,
-                            (float)op->beta1, (float)op->beta2,
-                            (float)op->eps, wd, b->step);
+        if (!b->lanes_pending) {
+            update(b, a, z - a, b->grads + a, wd);
+            continue;
+        }
+        for (size_t c = a; c < z; c += FUSED_CHUNK)
+            sum_update(b, c, z - c < FUSED_CHUNK ? z - c : FUSED_CHUNK, wd);
     }
 }
 

@@ -204,6 +204,73 @@ static void test_mlp__threads_match_one_thread(void **state)
     free(p);
 }
 
+/* In a single process the lanes' gradients are summed chunk by chunk
+ * inside optimizer_step. That update is bit-identical to summing them
+ * first (get_grads) and then stepping, for both optimizers, across chunk
+ * and tensor boundaries; and the step's gradients stay readable after it. */
+static void test_mlp__fused_sum_matches_separate_sum(void **state)
+{
+    (void)state;
+    int hidden[2] = { 50, 30 };     /* 3797 parameters: several chunks */
+    struct mlp m;
+    assert_int_equal(mlp_shape(&m, 40, hidden, 2, 7), SR_OK);
+    float *p = malloc(m.nparams * sizeof(float));
+    mlp_init_params(&m, p, 11);
+    float x[N * 40];
+    int32_t y[N];
+    make_batch(x, y, N, 40, 7);
+    size_t glen = m.nparams + BACKEND_GRAD_EXTRA;
+    float *g[2], *after[2], *st[2];
+    for (int k = 0; k < 2; k++) {
+        g[k] = malloc(glen * sizeof(float));
+        after[k] = malloc(m.nparams * sizeof(float));
+        st[k] = malloc(2 * m.nparams * sizeof(float));
+    }
+    enum optim_kind kinds[2] = { OPTIM_ADAMW, OPTIM_SGD };
+    int threads[2] = { 2, 3 };
+    for (int c = 0; c < 4; c++) {
+        struct optim_params op = { .kind = kinds[c % 2], .beta1 = 0.9,
+                                   .beta2 = 0.999, .eps = 1e-8,
+                                   .momentum = 0.9, .weight_decay = 0.05 };
+        struct pool *pl;
+        assert_int_equal(pool_create(&pl, threads[c / 2]), SR_OK);
+        for (int k = 0; k < 2; k++) {   /* 0: fused, 1: summed first */
+            struct backend *b;
+            struct backend_opts o = { .max_batch = N, .pool = pl,
+                                      .optim = op.kind };
+            const struct backend_ops *ops = &backend_cpu_ops;
+            assert_int_equal(ops->create(&b, &m, &o), SR_OK);
+            assert_int_equal(ops->set_params(b, p), SR_OK);
+            for (uint64_t step = 1; step <= 3; step++) {
+                assert_int_equal(ops->train_step(b, x, y, N, 1.0f / N),
+                                 SR_OK);
+                if (k == 1)
+                    assert_int_equal(ops->get_grads(b, g[k]), SR_OK);
+                assert_int_equal(ops->optimizer_step(b, &op, 0.05f, step),
+                                 SR_OK);
+            }
+            if (k == 0)     /* read after the fused step */
+                assert_int_equal(ops->get_grads(b, g[k]), SR_OK);
+            assert_int_equal(ops->get_params(b, after[k]), SR_OK);
+            assert_int_equal(ops->get_opt_state(b, st[k]), SR_OK);
+            ops->destroy(b);
+        }
+        size_t slen = m.nparams * (size_t)optim_state_per_param(op.kind);
+        assert_memory_equal(g[0], g[1], glen * sizeof(float));
+        assert_memory_equal(after[0], after[1], m.nparams * sizeof(float));
+        assert_memory_equal(st[0], st[1], slen * sizeof(float));
+        /* and the parameters did move */
+        assert_true(memcmp(after[0], p, m.nparams * sizeof(float)) != 0);
+        pool_destroy(pl);
+    }
+    for (int k = 0; k < 2; k++) {
+        free(g[k]);
+        free(after[k]);
+        free(st[k]);
+    }
+    free(p);
+}
+
 static void test_mlp__uniform_logits_give_log_classes(void **state)
 {
     (void)state;
@@ -277,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_mlp__gradients_match_finite_differences),
         cmocka_unit_test(test_mlp__split_batch_sums_to_whole),
         cmocka_unit_test(test_mlp__threads_match_one_thread),
+        cmocka_unit_test(test_mlp__fused_sum_matches_separate_sum),
         cmocka_unit_test(test_mlp__uniform_logits_give_log_classes),
         cmocka_unit_test(test_mlp__layout_names_and_init),
     };
