@@ -225,6 +225,14 @@ static void add_into(float *restrict dst, const float *restrict src, size_t n)
         dst[i] += src[i];
 }
 
+SR_CLONES
+static void add_pair(float *restrict dst, const float *restrict a,
+                     const float *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = a[i] + b[i];
+}
+
 /* Forward n rows of x through every layer; logits end in act[nlayers]. */
 static void forward(const struct backend *b, struct lane *ln, const float *x,
                     int n)
@@ -415,13 +423,14 @@ static void update(struct backend *b, size_t off, size_t n, const float *g,
                         (float)op->beta2, (float)op->eps, wd, b->step);
 }
 
-/* The lanes' gradients summed in lane order (as lane_reduce sums them)
- * for n <= FUSED_CHUNK parameters from off, then the optimizer on them */
+/* The lanes' gradients (two or more) summed in lane order, as lane_reduce
+ * sums them, for n <= FUSED_CHUNK parameters from off, then the optimizer
+ * on them */
 static void sum_update(struct backend *b, size_t off, size_t n, float wd)
 {
     float g[FUSED_CHUNK] __attribute__((aligned(64)));
-    memcpy(g, b->grads + off, n * sizeof(float));
-    for (int l = 1; l < b->nlanes; l++)
+    add_pair(g, b->grads + off, b->lanes[1].grads + off, n);
+    for (int l = 2; l < b->nlanes; l++)
         add_into(g, b->lanes[l].grads + off, n);
     update(b, off, n, g, wd);
 }

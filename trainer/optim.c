@@ -29,12 +29,12 @@ void optim_adamw_cpu(float *restrict p, const float *restrict g,
                      float beta1, float beta2, float eps, float wd,
                      uint64_t step)
 {
-    float step_size, bc2_sqrt;
-    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &bc2_sqrt);
+    float step_size, inv_bc2_sqrt;
+    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &inv_bc2_sqrt);
     float decay = 1.0f - lr * wd;
     for (size_t i = 0; i < n; i++)
         p[i] = optim_adamw_one(p[i], g[i], &m[i], &v[i], beta1, beta2, eps,
-                               decay, step_size, bc2_sqrt);
+                               decay, step_size, inv_bc2_sqrt);
 }
 
 double lr_at(const struct lr_schedule *s, uint64_t step)

@@ -806,11 +806,11 @@ static sr_status gpu_optimizer_step(struct backend *b,
         return k_sgd(b->d_params, b->d_grads, b->d_state, b->d_params16,
                      &b->seg, lr, (float)op->momentum, b->compute);
     float beta1 = (float)op->beta1, beta2 = (float)op->beta2;
-    float step_size, bc2_sqrt;
-    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &bc2_sqrt);
+    float step_size, inv_bc2_sqrt;
+    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &inv_bc2_sqrt);
     return k_adamw(b->d_params, b->d_grads, b->d_state,
                    b->d_state + b->m.nparams, b->d_params16, &b->seg, lr,
-                   beta1, beta2, (float)op->eps, step_size, bc2_sqrt,
+                   beta1, beta2, (float)op->eps, step_size, inv_bc2_sqrt,
                    b->compute);
 }
 

@@ -349,7 +349,7 @@ __global__ void sgd_kernel(float *p, const float *g, float *mom,
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v,
                              __nv_bfloat16 *p16, struct opt_segments seg,
                              float lr, float beta1, float beta2, float eps,
-                             float step_size, float bc2_sqrt)
+                             float step_size, float inv_bc2_sqrt)
 {
     size_t off = seg.off[blockIdx.y], len = seg.len[blockIdx.y];
     float decay = 1.0f - lr * seg.wd[blockIdx.y];
@@ -358,7 +358,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v,
          k += stride) {
         size_t i = off + k;
         float pi = optim_adamw_one(p[i], g[i], &m[i], &v[i], beta1, beta2,
-                                   eps, decay, step_size, bc2_sqrt);
+                                   eps, decay, step_size, inv_bc2_sqrt);
         p[i] = pi;
         if (p16)
             p16[i] = __float2bfloat16_rn(pi);
@@ -387,10 +387,10 @@ sr_status k_sgd(float *p, const float *g, float *mom, __nv_bfloat16 *p16,
 sr_status k_adamw(float *p, const float *g, float *m, float *v,
                   __nv_bfloat16 *p16, const struct opt_segments *seg,
                   float lr, float beta1, float beta2, float eps,
-                  float step_size, float bc2_sqrt, cudaStream_t st)
+                  float step_size, float inv_bc2_sqrt, cudaStream_t st)
 {
     adamw_kernel<<<opt_grid(seg), THREADS, 0, st>>>(
-        p, g, m, v, p16, *seg, lr, beta1, beta2, eps, step_size, bc2_sqrt);
+        p, g, m, v, p16, *seg, lr, beta1, beta2, eps, step_size, inv_bc2_sqrt);
     CUDA_CHECK(cudaGetLastError());
     return SR_OK;
 }

@@ -72,7 +72,7 @@ struct opt_segments {
 /* trainer/optim.c's optim_sgd_cpu and optim_adamw_cpu over every segment,
  * the same float operations in the same order. p16, when not NULL, gets
  * the updated parameters rounded to BF16. For AdamW, the host computes
- * step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step)
+ * step_size = lr / (1 - beta1^step) and inv_bc2_sqrt = 1 / sqrt(1 - beta2^step)
  * as optim.c does. */
 sr_status k_sgd(float *p, const float *g, float *mom, __nv_bfloat16 *p16,
                 const struct opt_segments *seg, float lr, float momentum,
@@ -80,7 +80,7 @@ sr_status k_sgd(float *p, const float *g, float *mom, __nv_bfloat16 *p16,
 sr_status k_adamw(float *p, const float *g, float *m, float *v,
                   __nv_bfloat16 *p16, const struct opt_segments *seg,
                   float lr, float beta1, float beta2, float eps,
-                  float step_size, float bc2_sqrt, cudaStream_t st)
+                  float step_size, float inv_bc2_sqrt, cudaStream_t st)
     SR_MUST_USE;
 
 #endif
