@@ -30,6 +30,19 @@ static void make_batch(float *x, int32_t *y, int n, int in, int classes)
         y[i] = (int32_t)rng_below(&r, (uint64_t)classes);
 }
 
+/* A 2-hidden-layer model with seeded parameters and a batch of N rows */
+static float *two_layer_setup(struct mlp *m, int in, int h1, int h2,
+                              int classes, uint64_t seed, float *x,
+                              int32_t *y)
+{
+    int hidden[2] = { h1, h2 };
+    assert_int_equal(mlp_shape(m, in, hidden, 2, classes), SR_OK);
+    float *p = malloc(m->nparams * sizeof(float));
+    mlp_init_params(m, p, seed);
+    make_batch(x, y, N, in, classes);
+    return p;
+}
+
 static double loss_at(const struct backend_ops *ops, struct backend *b,
                       const float *x, const int32_t *y, int n)
 {
@@ -148,14 +161,10 @@ static void test_mlp__split_batch_sums_to_whole(void **state)
 static void test_mlp__threads_match_one_thread(void **state)
 {
     (void)state;
-    int hidden[2] = { 33, 17 };
     struct mlp m;
-    assert_int_equal(mlp_shape(&m, 10, hidden, 2, 5), SR_OK);
-    float *p = malloc(m.nparams * sizeof(float));
-    mlp_init_params(&m, p, 3);
     float x[N * 10];
     int32_t y[N];
-    make_batch(x, y, N, 10, 5);
+    float *p = two_layer_setup(&m, 10, 33, 17, 5, 3, x, y);
     float *ref = NULL;
     float *ref_p = malloc(m.nparams * sizeof(float));
     struct optim_params op = { .kind = OPTIM_ADAMW, .beta1 = 0.9,
@@ -211,14 +220,11 @@ static void test_mlp__threads_match_one_thread(void **state)
 static void test_mlp__fused_sum_matches_separate_sum(void **state)
 {
     (void)state;
-    int hidden[2] = { 50, 30 };     /* 3797 parameters: several chunks */
     struct mlp m;
-    assert_int_equal(mlp_shape(&m, 40, hidden, 2, 7), SR_OK);
-    float *p = malloc(m.nparams * sizeof(float));
-    mlp_init_params(&m, p, 11);
     float x[N * 40];
     int32_t y[N];
-    make_batch(x, y, N, 40, 7);
+    /* 3797 parameters: several chunks */
+    float *p = two_layer_setup(&m, 40, 50, 30, 7, 11, x, y);
     size_t glen = m.nparams + BACKEND_GRAD_EXTRA;
     float *g[2], *after[2], *st[2];
     for (int k = 0; k < 2; k++) {
