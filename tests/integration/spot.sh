@@ -133,8 +133,10 @@ mkdir -p "$WORK/sig"
     --hidden 512,512 --threads 1 --progress off --checkpoint s3://test/sig \
     --checkpoint-every-epoch false >"$WORK/sig.out" 2>&1 &
 job_pid=$!
-for ((i = 0; i < 300; i++)); do
+# up to 5 minutes: a sanitizer build on a busy 2-core machine is slow
+for ((i = 0; i < 3000; i++)); do
     grep -q "^epoch=1 " "$WORK/sig.out" && break
+    kill -0 "$job_pid" 2>/dev/null || break
     sleep 0.1
 done
 grep -q "^epoch=1 " "$WORK/sig.out" || { cat "$WORK/sig.out"; fail "the run did not reach epoch 1"; }
