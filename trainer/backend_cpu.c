@@ -64,7 +64,7 @@ struct backend {
     float scale;
     const struct optim_params *op;
     float lr;
-    uint64_t step;
+    float step_size, inv_bc2_sqrt;  /* AdamW's, for this step */
 };
 
 static float *falloc(size_t n)
@@ -420,7 +420,8 @@ static void update(struct backend *b, size_t off, size_t n, const float *g,
     else
         optim_adamw_cpu(b->params + off, g, b->state + off,
                         b->state + np + off, n, b->lr, (float)op->beta1,
-                        (float)op->beta2, (float)op->eps, wd, b->step);
+                        (float)op->beta2, (float)op->eps, wd, b->step_size,
+                        b->inv_bc2_sqrt);
 }
 
 /* The lanes' gradients (two or more) summed in lane order, as lane_reduce
@@ -435,9 +436,20 @@ static void sum_update(struct backend *b, size_t off, size_t n, float wd)
     update(b, off, n, g, wd);
 }
 
+/* The optimizer on parameters [a, z) of one tensor; with the lanes still
+ * apart, a chunk at a time straight from their sum. */
+static void update_range(struct backend *b, size_t a, size_t z, float wd)
+{
+    if (!b->lanes_pending) {
+        update(b, a, z - a, b->grads + a, wd);
+        return;
+    }
+    for (size_t c = a; c < z; c += FUSED_CHUNK)
+        sum_update(b, c, z - c < FUSED_CHUNK ? z - c : FUSED_CHUNK, wd);
+}
+
 /* The optimizer over this thread's parameter range, tensor by tensor
- * (weight decay applies to weights only); with the lanes still apart,
- * a chunk at a time straight from their sum. */
+ * (weight decay applies to weights only). */
 static void lane_optim(void *arg, int w, int nw)
 {
     struct backend *b = arg;
@@ -451,16 +463,9 @@ static void lane_optim(void *arg, int w, int nw)
         mlp_tensor(m, t, name, sizeof name, &ndim, dims, &off, &cnt);
         size_t a = off > lo ? off : lo;
         size_t z = off + cnt < hi ? off + cnt : hi;
-        float wd = mlp_tensor_is_weight(t) ? (float)b->op->weight_decay
-                                           : 0.0f;
-        if (a >= z)
-            continue;
-        if (!b->lanes_pending) {
-            update(b, a, z - a, b->grads + a, wd);
-            continue;
-        }
-        for (size_t c = a; c < z; c += FUSED_CHUNK)
-            sum_update(b, c, z - c < FUSED_CHUNK ? z - c : FUSED_CHUNK, wd);
+        if (a < z)
+            update_range(b, a, z, mlp_tensor_is_weight(t)
+                         ? (float)b->op->weight_decay : 0.0f);
     }
 }
 
@@ -470,7 +475,9 @@ static sr_status cpu_optimizer_step(struct backend *b,
 {
     b->op = op;
     b->lr = lr;
-    b->step = step;
+    if (op->kind == OPTIM_ADAMW)
+        optim_adamw_coefs(lr, (float)op->beta1, (float)op->beta2, step,
+                          &b->step_size, &b->inv_bc2_sqrt);
     pool_run(b->pool, lane_optim, b);
     return SR_OK;
 }

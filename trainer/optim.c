@@ -27,10 +27,8 @@ SR_CLONES
 void optim_adamw_cpu(float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v, size_t n, float lr,
                      float beta1, float beta2, float eps, float wd,
-                     uint64_t step)
+                     float step_size, float inv_bc2_sqrt)
 {
-    float step_size, inv_bc2_sqrt;
-    optim_adamw_coefs(lr, beta1, beta2, step, &step_size, &inv_bc2_sqrt);
     float decay = 1.0f - lr * wd;
     for (size_t i = 0; i < n; i++)
         p[i] = optim_adamw_one(p[i], g[i], &m[i], &v[i], beta1, beta2, eps,

@@ -30,14 +30,15 @@ struct optim_params {
  * (first and second moments). */
 int optim_state_per_param(enum optim_kind k);
 
-/* One update of n parameters. `step` counts from 1 (AdamW bias correction).
- * wd is the decay for this tensor (0 for biases). state holds
- * optim_state_per_param() x n floats, moment after moment. */
+/* One update of n parameters. wd is the decay for this tensor (0 for
+ * biases). state holds optim_state_per_param() x n floats, moment after
+ * moment. AdamW's step_size and inv_bc2_sqrt come from
+ * optim_adamw_coefs(), once per step, however many ranges it updates. */
 void optim_sgd_cpu(float *p, const float *g, float *mom, size_t n, float lr,
                    float momentum, float wd);
 void optim_adamw_cpu(float *p, const float *g, float *m, float *v, size_t n,
                      float lr, float beta1, float beta2, float eps, float wd,
-                     uint64_t step);
+                     float step_size, float inv_bc2_sqrt);
 
 /* The update rules for one parameter, shared by the CPU loops and the
  * CUDA kernels (trainer/cuda/cuda_kernels.cu) so that both compute the

@@ -48,8 +48,11 @@ static void test_optim__adamw_matches_reference(void **state)
     for (int step = 1; step <= 10; step++) {
         for (int i = 0; i < NP; i++)
             g[i] = (float)(0.02 * sin(i + step));
+        float step_size, inv_bc2_sqrt;
+        optim_adamw_coefs((float)lr, (float)b1, (float)b2, (uint64_t)step,
+                          &step_size, &inv_bc2_sqrt);
         optim_adamw_cpu(p, g, m, v, NP, (float)lr, (float)b1, (float)b2,
-                        (float)eps, (float)wd, (uint64_t)step);
+                        (float)eps, (float)wd, step_size, inv_bc2_sqrt);
         for (int i = 0; i < NP; i++) {
             rp[i] *= 1 - lr * wd;
             rm[i] = b1 * rm[i] + (1 - b1) * g[i];
