@@ -11,7 +11,7 @@ bench_s3_start() {
     work=$(mktemp -d "/tmp/spotrun-$1.XXXXXX")
     server=
     trap bench_cleanup EXIT
-    node --openssl-legacy-provider tests/s3server/server.js --dir "$work/s3" \
+    node --openssl-legacy-provider --single-threaded-gc tests/s3server/server.js --dir "$work/s3" \
         --port 0 --port-file "$work/port" --bucket bench >"$work/server.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done

@@ -61,7 +61,7 @@ start_service() {
 [[ -d tests/s3server/node_modules/s3rver ]] ||
     die "the S3 server is not installed; run scripts/setup.sh"
 start_service s3_port s3server "$out/s3server.port" \
-    node --openssl-legacy-provider tests/s3server/server.js \
+    node --openssl-legacy-provider --single-threaded-gc tests/s3server/server.js \
     --dir "$out/s3" --host 127.0.0.1 --port 0 --bucket "$bucket" \
     --access-key spotrun-demo --secret-key spotrun-demo-secret \
     --port-file "$out/s3server.port"

@@ -69,7 +69,7 @@ start() {
     die "s3rver is not installed: run 'npm ci --prefix tests/s3server' in $ROOT"
   mkdir -p "$DATA_DIR"
   rm -f "$PORT_FILE"
-  nohup node --openssl-legacy-provider "$SERVER_DIR/server.js" --dir "$DATA_DIR" \
+  nohup node --openssl-legacy-provider --single-threaded-gc "$SERVER_DIR/server.js" --dir "$DATA_DIR" \
     --host 127.0.0.1 --port "$PORT" --bucket "$BUCKET" --region "$REGION" \
     --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
     --port-file "$PORT_FILE" --verbose "$@" >>"$LOG_FILE" 2>&1 </dev/null &

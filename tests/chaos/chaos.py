@@ -57,7 +57,7 @@ class Env:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="spotrun-chaos.")
         self.procs = []
-        s3 = self._start(["node", "--openssl-legacy-provider",
+        s3 = self._start(["node", "--openssl-legacy-provider", "--single-threaded-gc",
                           f"{SOURCE}/tests/s3server/server.js", "--dir",
                           f"{self.dir}/s3", "--port", "0", "--bucket", "test",
                           "--port-file", f"{self.dir}/s3.port"], "s3.port")

@@ -62,7 +62,7 @@ s3_start() {
     [[ -d $node_modules ]] ||
         fail "the S3 test server is not installed: run scripts/setup.sh"
     mkdir -p "$WORK/s3"
-    node --openssl-legacy-provider "$SOURCE_DIR/tests/s3server/server.js" \
+    node --openssl-legacy-provider --single-threaded-gc "$SOURCE_DIR/tests/s3server/server.js" \
         --dir "$WORK/s3" --port 0 --port-file "$WORK/s3.port" \
         --bucket test "$@" >"$WORK/s3.log" 2>&1 &
     S3_PID=$!

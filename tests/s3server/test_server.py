@@ -50,7 +50,7 @@ class Server:
         self.data_dir = workdir / "data"
         self.port_file = workdir / "port"
         self.proc = subprocess.Popen(
-            [NODE, "--openssl-legacy-provider", str(HERE / "server.js"),
+            [NODE, "--openssl-legacy-provider", "--single-threaded-gc", str(HERE / "server.js"),
              "--dir", str(self.data_dir), "--port", "0", "--bucket", BUCKET,
              "--port-file", str(self.port_file), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -589,7 +589,7 @@ def command_line_and_shutdown(server, workdir):
     finally:
         status = other.stop()
     require(status == 0, f"exit status {status} after SIGTERM")
-    bad = subprocess.run([NODE, "--openssl-legacy-provider", str(HERE / "server.js"), "--dir", str(other_dir),
+    bad = subprocess.run([NODE, "--openssl-legacy-provider", "--single-threaded-gc", str(HERE / "server.js"), "--dir", str(other_dir),
                           "--fault-rate", "2"], capture_output=True, text=True, timeout=30)
     require(bad.returncode == 2 and "--fault-rate" in bad.stderr, f"bad flag: {bad.returncode} {bad.stderr!r}")
 

@@ -67,7 +67,8 @@ static int server_start(void **state)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execlp("node", "node", "--openssl-legacy-provider", script, "--dir",
+        execlp("node", "node", "--openssl-legacy-provider",
+               "--single-threaded-gc", script, "--dir",
                dir, "--port", "0", "--bucket", BUCKET, "--port-file",
                portfile, "--access-key", ACCESS_KEY, "--secret-key",
                SECRET_KEY, (char *)NULL);
