@@ -359,10 +359,12 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
     if (!si->index)
         return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", what);
     memcpy(si->index, p + h->index_off, isz);
+    int dense = 1;
     for (uint64_t i = 0; i < h->nrec; i++) {
         uint64_t off;
         uint32_t len;
         shard_record_span(si, i, &off, &len);
+        dense &= off == h->data_off + i * si->schema.record_bytes;
         if (len != si->schema.record_bytes || len > h->data_len ||
             off - h->data_off > h->data_len - len) {
             sr_status s = SR_FAIL(SR_ERR_FORMAT, "%s: byte %llu: index entry "
@@ -374,6 +376,7 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
             return s;
         }
     }
+    si->dense = dense;
     return SR_OK;
 }
 
@@ -386,6 +389,11 @@ void shard_info_free(struct shard_info *si)
 void shard_record_span(const struct shard_info *si, uint64_t i, uint64_t *off,
                        uint32_t *len)
 {
+    if (si->dense) {
+        *off = si->h.data_off + i * si->schema.record_bytes;
+        *len = (uint32_t)si->schema.record_bytes;
+        return;
+    }
     const uint8_t *e = si->index + i * SHARD_INDEX_ENTRY_BYTES;
     *off = si->h.data_off + get_u64(e);
     *len = get_u32(e + 8);

@@ -84,6 +84,9 @@ struct shard_info {
     struct shard_header h;
     struct shard_schema schema;
     uint8_t *index;         /* nrec x 16 bytes, as stored */
+    int dense;              /* record i at data_off + i * record_bytes, as
+                             * shard_build lays them out: spans need no
+                             * index lookup */
 };
 
 /* Build a whole shard image from n fixed-size records (n x
