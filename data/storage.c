@@ -139,10 +139,17 @@ sr_status storage_stat(struct storage *st, const char *uri, uint64_t *size)
 sr_status storage_read(struct storage *st, const char *uri, uint64_t off,
                        void *dst, size_t len)
 {
+    return storage_read_tap(st, uri, off, dst, len, NULL);
+}
+
+sr_status storage_read_tap(struct storage *st, const char *uri, uint64_t off,
+                           void *dst, size_t len,
+                           const struct storage_tap *tap)
+{
     struct storage_uri u;
     const struct storage_ops *ops;
     SR_TRY(resolve(st, uri, &u, &ops));
-    return ops->read(st, &u, off, dst, len);
+    return ops->read(st, &u, off, dst, len, tap);
 }
 
 sr_status storage_read_all(struct storage *st, const char *uri,

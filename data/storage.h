@@ -70,6 +70,20 @@ sr_status storage_stat(struct storage *st, const char *uri, uint64_t *size)
 /* Read exactly len bytes at off; a short object is SR_ERR_FORMAT. */
 sr_status storage_read(struct storage *st, const char *uri, uint64_t off,
                        void *dst, size_t len) SR_MUST_USE;
+
+/* A tap on a read: fn sees each piece of the range as it lands in dst,
+ * with its object offset, while the bytes are still in the CPU's cache
+ * (p points at them; valid during the call only). Pieces of one request
+ * come in order; a range read by several requests, or again after a
+ * failed attempt, may be seen out of order or more than once. */
+struct storage_tap {
+    void (*fn)(void *arg, uint64_t off, const void *p, size_t n);
+    void *arg;
+};
+/* storage_read, with every piece shown to tap (NULL: none). */
+sr_status storage_read_tap(struct storage *st, const char *uri, uint64_t off,
+                           void *dst, size_t len,
+                           const struct storage_tap *tap) SR_MUST_USE;
 /* Read a whole object into out (appended). */
 sr_status storage_read_all(struct storage *st, const char *uri,
                            struct sr_buf *out) SR_MUST_USE;
@@ -101,7 +115,7 @@ struct storage_ops {
     sr_status (*stat)(struct storage *, const struct storage_uri *,
                       uint64_t *);
     sr_status (*read)(struct storage *, const struct storage_uri *, uint64_t,
-                      void *, size_t);
+                      void *, size_t, const struct storage_tap *);
     sr_status (*list)(struct storage *, const struct storage_uri *,
                       struct storage_list *);
     sr_status (*del)(struct storage *, const struct storage_uri *);

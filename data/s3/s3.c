@@ -340,6 +340,13 @@ static sr_status short_read(const struct s3_http_xfer *x)
 sr_status s3_get(struct s3_client *c, const char *bucket, const char *key,
                  uint64_t off, void *dst, size_t len)
 {
+    return s3_get_tap(c, bucket, key, off, dst, len, NULL);
+}
+
+sr_status s3_get_tap(struct s3_client *c, const char *bucket, const char *key,
+                     uint64_t off, void *dst, size_t len,
+                     const struct storage_tap *tap)
+{
     if (len == 0)
         return SR_OK;
     size_t chunk = c->cfg.part_size;
@@ -363,6 +370,7 @@ sr_status s3_get(struct s3_client *c, const char *bucket, const char *key,
             x->req.dst = (char *)dst + next * chunk;
             x->req.dst_off = a;
             x->req.dst_len = n;
+            x->req.tap = tap;
             st = s3_http_submit(x);
             inflight++;
             next++;

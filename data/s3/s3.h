@@ -80,6 +80,11 @@ sr_status s3_head(struct s3_client *c, const char *bucket, const char *key,
 /* Exactly len bytes at off into dst. */
 sr_status s3_get(struct s3_client *c, const char *bucket, const char *key,
                  uint64_t off, void *dst, size_t len) SR_MUST_USE;
+/* s3_get, showing each piece to tap as it lands (see storage.h). */
+struct storage_tap;
+sr_status s3_get_tap(struct s3_client *c, const char *bucket, const char *key,
+                     uint64_t off, void *dst, size_t len,
+                     const struct storage_tap *tap) SR_MUST_USE;
 /* One PutObject of the whole body (up to 5 GiB). */
 sr_status s3_put(struct s3_client *c, const char *bucket, const char *key,
                  const void *p, size_t n, int flags) SR_MUST_USE;

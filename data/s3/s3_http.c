@@ -20,6 +20,7 @@
 #include "../../common/log.h"
 #include "../../common/rng.h"
 #include "../../common/util.h"
+#include "../storage.h"
 #include "s3_xml.h"
 
 #define BODY_MAX ((size_t)64 << 20)   /* cap on bodies kept in memory */
@@ -244,8 +245,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
         if (b > hi)
             b = hi;
         if (a < b) {
-            memcpy((char *)x->req.dst + (a - lo), p + (a - r->body_pos),
-                   (size_t)(b - a));
+            const char *src = p + (a - r->body_pos);
+            memcpy((char *)x->req.dst + (a - lo), src, (size_t)(b - a));
+            if (x->req.tap)
+                x->req.tap->fn(x->req.tap->arg, a, src, (size_t)(b - a));
             if (b - lo > r->got)
                 r->got = (size_t)(b - lo);
         }

@@ -55,6 +55,7 @@ struct s3_http_req {
     void *dst;                  /* GET: object bytes [dst_off, +dst_len) */
     uint64_t dst_off;
     size_t dst_len;
+    const struct storage_tap *tap;  /* GET: shown each piece of dst */
     int error_in_200;           /* a 200 body may be an <Error> document */
     char num[16];               /* room for a numeric query value */
     uintptr_t tag;              /* the caller's */

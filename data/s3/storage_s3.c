@@ -59,11 +59,12 @@ static sr_status s3s_stat(struct storage *st, const struct storage_uri *u,
 }
 
 static sr_status s3s_read(struct storage *st, const struct storage_uri *u,
-                          uint64_t off, void *dst, size_t len)
+                          uint64_t off, void *dst, size_t len,
+                          const struct storage_tap *tap)
 {
     struct s3_client *c;
     SR_TRY(client(st, &c));
-    return s3_get(c, u->bucket, u->path, off, dst, len);
+    return s3_get_tap(c, u->bucket, u->path, off, dst, len, tap);
 }
 
 static sr_status list_add(void *arg, const char *key, uint64_t size,
