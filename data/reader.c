@@ -1,6 +1,9 @@
 /*
- * reader.c: the streaming reader (see reader.h). One mutex and one
- * condition variable guard the shared state; every change is broadcast.
+ * reader.c: the streaming reader (see reader.h). One mutex guards the
+ * shared state. Each kind of thread sleeps on its own condition variable
+ * and is woken only when it can make progress: fetchers when a chunk is
+ * queued, the planner when the consumer has moved past what blocked it,
+ * the consumer when it waits and a request is planned or a chunk lands.
  *
  *   planner   walks the sequence: record -> (shard, chunk); creates a chunk
  *             the first time it is needed if the window has room, queues
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,7 +84,12 @@ struct reader {
     uint64_t per_chunk;         /* records per chunk */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t fetch_cv;    /* fetchers: a chunk is queued */
+    pthread_cond_t plan_cv;     /* planner: the consumer moved on */
+    pthread_cond_t cons_cv;     /* consumer: planned or landed */
+    int planner_waiting;
+    uint64_t planner_wake;      /* cons_i at which the planner can go on */
+    int consumer_waiting;
     pthread_t planner;
     pthread_t *fetchers;
     int nfetchers;
@@ -112,12 +121,29 @@ struct reader {
     size_t nspare, spare_cap, nbuffers;
 };
 
+/* A new chunk buffer. Chunk buffers are large, written once per chunk and
+ * read once: on 2 MiB-aligned memory with transparent huge pages asked for,
+ * the first touch costs one fault per 2 MiB instead of one per 4 KiB
+ * (advice only; without huge pages it is ordinary memory). */
+static uint8_t *new_buffer(size_t bytes)
+{
+    const size_t huge = 2u << 20;
+    void *p = NULL;
+    if (bytes < huge)
+        return malloc(bytes);
+    size_t cap = (bytes + huge - 1) / huge * huge;
+    if (posix_memalign(&p, huge, cap) != 0)
+        return NULL;
+    madvise(p, cap, MADV_HUGEPAGE);
+    return p;
+}
+
 /* A chunk buffer: a spare one, or a new one (lock held). */
 static uint8_t *take_buffer(struct reader *r)
 {
     if (r->nspare)
         return r->spare[--r->nspare];
-    uint8_t *p = malloc(r->o.chunk_bytes);
+    uint8_t *p = new_buffer(r->o.chunk_bytes);
     if (p)
         r->nbuffers++;
     return p;
@@ -328,9 +354,51 @@ static void cache_write(struct reader *r, const struct chunk *c,
 
 /* ---- fetching ---- */
 
+/* Checking records as their bytes land. The tap of a chunk's read checks
+ * every record a piece holds whole while the piece is in cache, and notes
+ * which passed; whatever it could not check (records split between
+ * pieces, shards whose index is not dense) is checked in dst afterwards.
+ * A record is marked only by a check of the last bytes delivered for it:
+ * a piece that holds it in part clears its mark, so bytes delivered again
+ * by a retry are checked again. */
+struct landing {
+    const struct shard_info *si;
+    const struct chunk *c;
+    uint64_t *checked;          /* bit k: record c->first + k passed */
+};
+
+static void landing_tap(void *arg, uint64_t off, const void *p, size_t n)
+{
+    struct landing *l = arg;
+    const struct shard_info *si = l->si;
+    if (!si->dense || n == 0)
+        return;
+    uint64_t rb = si->schema.record_bytes, base = si->h.data_off;
+    if (off + n <= base)
+        return;
+    /* records that overlap [off, off + n) */
+    uint64_t lo = off > base ? (off - base) / rb : 0;
+    uint64_t hi = (off + n - base + rb - 1) / rb;
+    if (lo < l->c->first)
+        lo = l->c->first;
+    if (hi > l->c->end)
+        hi = l->c->end;
+    for (uint64_t k = lo; k < hi; k++) {
+        uint64_t at = base + k * rb, bit = k - l->c->first;
+        uint64_t mask = 1ull << (bit % 64);
+        int whole = at >= off && at + rb <= off + n;
+        if (whole && shard_check_record(si, k, (const uint8_t *)p + (at - off),
+                                        "") == SR_OK)
+            l->checked[bit / 64] |= mask;
+        else
+            l->checked[bit / 64] &= ~mask;
+    }
+}
+
 /* Read one chunk's bytes: the cache, else storage with retries. */
 static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
-                             int *from_cache, int *tries)
+                             const struct storage_tap *tap, int *from_cache,
+                             int *tries)
 {
     *from_cache = 0;
     *tries = 0;
@@ -344,7 +412,7 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
     sr_status s = SR_OK;
     for (int a = 0; a < r->o.attempts; a++) {
         *tries = a + 1;
-        s = storage_read(r->st, uri, c->off, dst, (size_t)c->len);
+        s = storage_read_tap(r->st, uri, c->off, dst, (size_t)c->len, tap);
         if (s == SR_OK)
             break;
         if (a + 1 < r->o.attempts) {
@@ -367,24 +435,38 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
 }
 
 /* Check every record of a landed chunk against its CRC, once, off the
- * consumer's path. The shard's index stays loaded while the chunk is
- * resident. */
-static sr_status verify_chunk(struct reader *r, const struct chunk *c,
+ * consumer's path: those the tap has not passed, in order, so a mismatch
+ * names the first bad record. The shard's index stays loaded while the
+ * chunk is resident. */
+static sr_status verify_chunk(struct reader *r, const struct landing *l,
                               const uint8_t *data)
 {
-    const struct shard_info *si = &r->shards[c->shard].si;
+    const struct chunk *c = l->c;
     char uri[STORAGE_URI_MAX];
-    SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
-    return shard_check_records(si, c->first, c->end, data, c->off, uri);
+    for (uint64_t k = c->first; k < c->end; k++) {
+        uint64_t bit = k - c->first;
+        if (l->checked[bit / 64] & (1ull << (bit % 64)))
+            continue;
+        uint64_t off;
+        uint32_t len;
+        shard_record_span(l->si, k, &off, &len);
+        if (shard_check_record(l->si, k, data + (off - c->off), "") != SR_OK) {
+            SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
+            return shard_check_record(l->si, k, data + (off - c->off), uri);
+        }
+    }
+    return SR_OK;
 }
 
 static void *fetcher_main(void *arg)
 {
     struct reader *r = arg;
+    size_t words = (size_t)(r->per_chunk / 64 + 1);
+    uint64_t *checked = malloc(words * sizeof *checked);
     pthread_mutex_lock(&r->mu);
     for (;;) {
         while (!r->qhead && !r->stop)
-            pthread_cond_wait(&r->cv, &r->mu);
+            pthread_cond_wait(&r->fetch_cv, &r->mu);
         if (r->stop)
             break;
         struct chunk *c = r->qhead;
@@ -396,12 +478,16 @@ static void *fetcher_main(void *arg)
         pthread_mutex_unlock(&r->mu);
 
         int from_cache = 0, tries = 0;
-        sr_status s = buf ? fetch_chunk(r, c, buf, &from_cache, &tries)
-                          : SR_FAIL(SR_ERR_NOMEM, "out of memory for a "
-                                    "%llu-byte chunk",
-                                    (unsigned long long)c->len);
+        struct landing l = { &r->shards[c->shard].si, c, checked };
+        struct storage_tap tap = { landing_tap, &l };
+        if (checked)
+            memset(checked, 0, words * sizeof *checked);
+        sr_status s = buf && checked
+            ? fetch_chunk(r, c, buf, &tap, &from_cache, &tries)
+            : SR_FAIL(SR_ERR_NOMEM, "out of memory for a %llu-byte chunk",
+                      (unsigned long long)c->len);
         if (s == SR_OK)
-            s = verify_chunk(r, c, buf);
+            s = verify_chunk(r, &l, buf);
         char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
 
         pthread_mutex_lock(&r->mu);
@@ -422,9 +508,11 @@ static void *fetcher_main(void *arg)
             c->err = s;
             c->errmsg = msg;
         }
-        pthread_cond_broadcast(&r->cv);
+        if (r->consumer_waiting)
+            pthread_cond_signal(&r->cons_cv);
     }
     pthread_mutex_unlock(&r->mu);
+    free(checked);
     return NULL;
 }
 
@@ -513,63 +601,148 @@ static void set_fatal(struct reader *r, sr_status s)
 {
     r->fatal = s;
     snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", sr_errmsg_user());
-    pthread_cond_broadcast(&r->cv);
+    pthread_cond_broadcast(&r->cons_cv);
 }
 
-#define PLAN_BATCH 512
+/* The planner sleeps until the consumer reaches request `wake`, asks for
+ * a request not planned yet, or the reader stops (lock held). Those are
+ * checked first: the planner may have dropped the lock since it looked. */
+static void planner_wait(struct reader *r, uint64_t wake)
+{
+    if (r->stop || r->cons_i >= wake || r->plan_i < r->want_end)
+        return;
+    r->planner_waiting = 1;
+    r->planner_wake = wake;
+    pthread_cond_wait(&r->plan_cv, &r->mu);
+    r->planner_waiting = 0;
+}
+
+/* The first cons_i at which release_done frees a resident chunk: one past
+ * the smallest last_use (lock held). */
+static uint64_t first_release(const struct reader *r)
+{
+    uint64_t m = UINT64_MAX;
+    for (const struct chunk *c = r->resident; c; c = c->rnext)
+        if (c->last_use < m)
+            m = c->last_use;
+    return m == UINT64_MAX ? m : m + 1;
+}
+
+/* The planner's lookahead: the next requests' records, computed without
+ * the lock. Entries [pj, pn) are requests plan_i, plan_i + 1, ... It holds
+ * at least LOOKAHEAD / 2 of them (while there are that many left), and a
+ * resident chunk that one of them reads is kept at least until then: its
+ * last_use already counts the lookahead. A shuffle block shares a chunk
+ * with the next one; without this, that chunk would be freed as the
+ * first block ends and fetched again for the second. */
+#define LOOKAHEAD 4096
+
+struct lookahead {
+    uint64_t ids[LOOKAHEAD], recs[LOOKAHEAD];
+    uint32_t shards[LOOKAHEAD];
+    size_t pj, pn;
+    uint32_t hint;              /* shard of the last record found */
+};
+
+/* Raise c's last_use to `use` (a request that reads it). */
+static void keep_until(struct chunk *c, uint64_t use)
+{
+    if (c->last_use < use)
+        c->last_use = use;
+}
+
+/* Fill the lookahead up to LOOKAHEAD requests (lock held; dropped while
+ * the sequence is computed, which only the planner does, as it alone
+ * makes and frees chunks). */
+static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
+{
+    size_t have = la->pn - la->pj;
+    memmove(la->ids, la->ids + la->pj, have * sizeof *la->ids);
+    memmove(la->recs, la->recs + la->pj, have * sizeof *la->recs);
+    memmove(la->shards, la->shards + la->pj, have * sizeof *la->shards);
+    la->pj = 0;
+    la->pn = have;
+    uint64_t first = r->plan_i + have, left = r->count - first;
+    size_t k = left < LOOKAHEAD - have ? (size_t)left : LOOKAHEAD - have;
+    pthread_mutex_unlock(&r->mu);
+    sr_status bad = SR_OK;
+    for (size_t j = have; j < have + k; j++) {
+        uint64_t id = r->seq(r->arg, first + (j - have));
+        if (id >= r->ds->nrec) {
+            bad = SR_FAIL(SR_ERR_INTERNAL, "request %llu asks for record "
+                          "%llu of %llu",
+                          (unsigned long long)(first + (j - have)),
+                          (unsigned long long)id,
+                          (unsigned long long)r->ds->nrec);
+            break;
+        }
+        la->ids[j] = id;
+        /* a block shuffle keeps neighbours in a few shards */
+        const struct dataset_shard *h = &r->ds->shards[la->hint];
+        if (id < h->first || id - h->first >= h->nrec)
+            la->hint = dataset_find_shard(r->ds, id);
+        la->shards[j] = la->hint;
+        la->recs[j] = id - r->ds->shards[la->hint].first;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (bad != SR_OK)
+        return bad;
+    la->pn = have + k;
+    for (size_t j = have; j < la->pn; j++) {
+        struct chunk *c = find_chunk(r, la->shards[j],
+                                     la->recs[j] / r->per_chunk);
+        if (c)
+            keep_until(c, r->plan_i + j);
+    }
+    return SR_OK;
+}
+
+/* A new chunk for lookahead entry j: kept for the entries after it that
+ * read it too. */
+static void keep_for_lookahead(struct reader *r, const struct lookahead *la,
+                               size_t j, struct chunk *c)
+{
+    for (size_t k = j + 1; k < la->pn; k++)
+        if (la->shards[k] == c->shard &&
+            la->recs[k] / r->per_chunk == c->idx)
+            keep_until(c, r->plan_i + (k - j));
+}
 
 static void *planner_main(void *arg)
 {
     struct reader *r = arg;
-    /* ids of the next requests, computed without the lock; entries
-     * [pj, pn) of these are still to be planned */
-    uint64_t ids[PLAN_BATCH], recs[PLAN_BATCH];
-    uint32_t shards[PLAN_BATCH];
-    size_t pj = 0, pn = 0;
+    struct lookahead *la = calloc(1, sizeof *la);
     uint64_t released_at = UINT64_MAX;
     pthread_mutex_lock(&r->mu);
+    if (!la)
+        set_fatal(r, SR_FAIL(SR_ERR_NOMEM, "out of memory for the reader"));
     while (!r->stop && r->fatal == SR_OK) {
-        if (r->cons_i != released_at) {
-            release_done(r);
-            released_at = r->cons_i;
-        }
-        uint64_t room = r->ring_cap - (r->plan_i - r->cons_i);
-        if (pj == pn) {
-            uint64_t left = r->count - r->plan_i;
-            uint64_t k = left < room ? left : room;
-            if (k > PLAN_BATCH)
-                k = PLAN_BATCH;
-            if (k == 0) {
-                pthread_cond_wait(&r->cv, &r->mu);
-                continue;
-            }
-            uint64_t first = r->plan_i;
-            pthread_mutex_unlock(&r->mu);
-            sr_status bad = SR_OK;
-            for (uint64_t j = 0; j < k; j++) {
-                uint64_t id = r->seq(r->arg, first + j);
-                if (id >= r->ds->nrec) {
-                    bad = SR_FAIL(SR_ERR_INTERNAL, "request %llu asks for "
-                                  "record %llu of %llu",
-                                  (unsigned long long)(first + j),
-                                  (unsigned long long)id,
-                                  (unsigned long long)r->ds->nrec);
-                    break;
-                }
-                ids[j] = id;
-                shards[j] = dataset_find_shard(r->ds, id);
-                recs[j] = id - r->ds->shards[shards[j]].first;
-            }
-            pthread_mutex_lock(&r->mu);
+        /* (the lookahead first: what it reads is not released) */
+        if (la->pn - la->pj < LOOKAHEAD / 2 &&
+            r->plan_i + (la->pn - la->pj) < r->count) {
+            sr_status bad = lookahead_fill(r, la);
             if (bad != SR_OK) {
                 set_fatal(r, bad);
                 break;
             }
-            pj = 0;
-            pn = (size_t)k;
         }
-        /* plan entries until the batch is done or something must wait */
+        if (r->cons_i != released_at) {
+            release_done(r);
+            released_at = r->cons_i;
+        }
+        if (la->pj == la->pn) {
+            /* all is planned; what is left is to release chunks as the
+             * consumer moves on */
+            planner_wait(r, first_release(r));
+            continue;
+        }
+        uint64_t *ids = la->ids, *recs = la->recs;
+        uint32_t *shards = la->shards;
+        size_t pj = la->pj, pn = la->pn;
+        /* plan entries until the lookahead is done or something must
+         * wait */
         size_t planned = 0;
+        int again = 0;
         while (pj < pn) {
             if (r->plan_i - r->cons_i >= r->ring_cap)
                 break;
@@ -590,10 +763,10 @@ static void *planner_main(void *arg)
             uint64_t idx = recs[pj] / r->per_chunk;
             struct chunk *c = find_chunk(r, shard, idx);
             if (!c && r->cons_i != released_at) {
-                /* the consumer moved on while this batch was planned */
-                release_done(r);
-                released_at = r->cons_i;
-                continue;       /* (which may have dropped this shard) */
+                /* the consumer moved on while this was planned: release
+                 * what it is done with first, from the top */
+                again = 1;
+                break;
             }
             if (!c) {
                 struct chunk geo = { .shard = shard, .idx = idx };
@@ -612,6 +785,7 @@ static void *planner_main(void *arg)
                 }
                 *c = geo;
                 c->state = C_QUEUED;
+                pthread_cond_signal(&r->fetch_cv);
                 unsigned h = hash_key(shard, idx);
                 c->hnext = r->hash[h];
                 r->hash[h] = c;
@@ -626,24 +800,31 @@ static void *planner_main(void *arg)
                 r->bytes += c->len;
                 if (r->bytes > r->stats.peak_bytes)
                     r->stats.peak_bytes = r->bytes;
+                la->pj = pj;
+                keep_for_lookahead(r, la, pj, c);
             }
-            c->last_use = r->plan_i;
+            keep_until(c, r->plan_i);
             r->ring[r->plan_i % r->ring_cap] = (struct plan_entry){
                 .c = c, .shard = shard, .rec = recs[pj], .id = ids[pj] };
             r->plan_i++;
             pj++;
             planned++;
         }
+        la->pj = pj;
         if (r->fatal != SR_OK)
             break;
-        if (planned) {
-            pthread_cond_broadcast(&r->cv);
-        } else if (pj < pn) {
-            /* blocked on the window or the ring: wait for the consumer */
-            pthread_cond_wait(&r->cv, &r->mu);
-        }
+        if (planned && r->consumer_waiting)
+            pthread_cond_signal(&r->cons_cv);
+        if (planned || again || pj == pn)
+            continue;
+        /* blocked: wait for the consumer */
+        if (r->plan_i - r->cons_i >= r->ring_cap)
+            planner_wait(r, r->plan_i - r->ring_cap + 1);
+        else
+            planner_wait(r, first_release(r));
     }
     pthread_mutex_unlock(&r->mu);
+    free(la);
     return NULL;
 }
 
@@ -708,7 +889,9 @@ sr_status reader_open(struct reader **out, struct storage *st,
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->cache_mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    pthread_cond_init(&r->fetch_cv, NULL);
+    pthread_cond_init(&r->plan_cv, NULL);
+    pthread_cond_init(&r->cons_cv, NULL);
     r->started = pthread_create(&r->planner, NULL, planner_main, r) == 0;
     for (int i = 0; r->started && i < r->o.fetchers; i++) {
         if (pthread_create(&r->fetchers[i], NULL, fetcher_main, r) != 0)
@@ -721,6 +904,13 @@ sr_status reader_open(struct reader **out, struct storage *st,
     }
     *out = r;
     return SR_OK;
+}
+
+static void consumer_wait(struct reader *r)
+{
+    r->consumer_waiting = 1;
+    pthread_cond_wait(&r->cons_cv, &r->mu);
+    r->consumer_waiting = 0;
 }
 
 sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
@@ -738,20 +928,22 @@ sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
     if (s == SR_OK) {
         r->cons_i = r->held_end;    /* the previous batch is released */
         r->want_end = r->held_end + n;
-        pthread_cond_broadcast(&r->cv);
+        if (r->planner_waiting && (r->cons_i >= r->planner_wake ||
+                                   r->plan_i < r->want_end))
+            pthread_cond_signal(&r->plan_cv);
     }
     uint64_t start = r->cons_i;
     for (size_t k = 0; s == SR_OK && k < n; k++) {
         uint64_t i = start + k;
         while (r->plan_i <= i && r->fatal == SR_OK)
-            pthread_cond_wait(&r->cv, &r->mu);
+            consumer_wait(r);
         if (r->plan_i <= i) {
             s = SR_FAIL(r->fatal, "%s", r->fatal_msg);
             break;
         }
         struct plan_entry *e = &r->ring[i % r->ring_cap];
         while (e->c->state == C_QUEUED || e->c->state == C_FETCHING)
-            pthread_cond_wait(&r->cv, &r->mu);
+            consumer_wait(r);
         if (e->c->state == C_FAILED) {
             s = SR_FAIL(e->c->err, "%s", e->c->errmsg ? e->c->errmsg
                         : "chunk read failed");
@@ -785,7 +977,9 @@ void reader_close(struct reader *r)
         return;
     pthread_mutex_lock(&r->mu);
     r->stop = 1;
-    pthread_cond_broadcast(&r->cv);
+    pthread_cond_broadcast(&r->fetch_cv);
+    pthread_cond_broadcast(&r->plan_cv);
+    pthread_cond_broadcast(&r->cons_cv);
     pthread_mutex_unlock(&r->mu);
     if (r->started)
         pthread_join(r->planner, NULL);
@@ -800,7 +994,9 @@ void reader_close(struct reader *r)
     for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
         if (r->shards[s].loaded)
             shard_info_free(&r->shards[s].si);
-    pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->fetch_cv);
+    pthread_cond_destroy(&r->plan_cv);
+    pthread_cond_destroy(&r->cons_cv);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->cache_mu);
     for (size_t i = 0; i < r->nspare; i++)
