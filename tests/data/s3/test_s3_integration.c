@@ -313,6 +313,26 @@ static void test_s3__delete(void **state)
     storage_close(st);
 }
 
+/* What a read's tap saw, byte by byte: how often, and whether it matched. */
+struct tap_seen {
+    const uint8_t *want;        /* the object */
+    uint64_t off, len;          /* the range read */
+    uint8_t *count;             /* deliveries of each byte of the range */
+    int bad;
+};
+
+static void tap_count(void *arg, uint64_t off, const void *p, size_t n)
+{
+    struct tap_seen *t = arg;
+    if (off < t->off || off + n > t->off + t->len ||
+        memcmp(p, t->want + off, n) != 0) {
+        t->bad++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        t->count[off - t->off + i]++;
+}
+
 static void test_s3__multipart_40mib(void **state)
 {
     (void)state;
@@ -351,6 +371,22 @@ static void test_s3__multipart_40mib(void **state)
     expect_ok(storage_read(st, uri, 8 * MiB - 5, mid, 3 * MiB));
     assert_memory_equal(mid, data + 8 * MiB - 5, 3 * MiB);
     free(mid);
+
+    /* a tapped read over several concurrent ranged GETs: the tap sees
+     * every byte once, with its object offset */
+    const uint64_t toff = 5 * MiB + 3, tlen = 20 * MiB;
+    struct tap_seen t = { data, toff, tlen, calloc(tlen, 1), 0 };
+    struct storage_tap tap = { tap_count, &t };
+    uint8_t *got = malloc(tlen);
+    expect_ok(storage_read_tap(st, uri, toff, got, tlen, &tap));
+    assert_memory_equal(got, data + toff, tlen);
+    assert_int_equal(t.bad, 0);
+    for (uint64_t i = 0; i < tlen; i++)
+        if (t.count[i] != 1)
+            fail_msg("byte %llu of the range seen %d times",
+                     (unsigned long long)i, t.count[i]);
+    free(got);
+    free(t.count);
     assert_int_equal(pending_uploads(), 0);
     free(data);
     storage_close(st);
