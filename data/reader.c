@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,29 +120,12 @@ struct reader {
     size_t nspare, spare_cap, nbuffers;
 };
 
-/* A new chunk buffer. Chunk buffers are large, written once per chunk and
- * read once: on 2 MiB-aligned memory with transparent huge pages asked for,
- * the first touch costs one fault per 2 MiB instead of one per 4 KiB
- * (advice only; without huge pages it is ordinary memory). */
-static uint8_t *new_buffer(size_t bytes)
-{
-    const size_t huge = 2u << 20;
-    void *p = NULL;
-    if (bytes < huge)
-        return malloc(bytes);
-    size_t cap = (bytes + huge - 1) / huge * huge;
-    if (posix_memalign(&p, huge, cap) != 0)
-        return NULL;
-    madvise(p, cap, MADV_HUGEPAGE);
-    return p;
-}
-
 /* A chunk buffer: a spare one, or a new one (lock held). */
 static uint8_t *take_buffer(struct reader *r)
 {
     if (r->nspare)
         return r->spare[--r->nspare];
-    uint8_t *p = new_buffer(r->o.chunk_bytes);
+    uint8_t *p = malloc(r->o.chunk_bytes);
     if (p)
         r->nbuffers++;
     return p;
