@@ -476,6 +476,40 @@ const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
   'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
   { UploadId: uploadId });
 
+/*
+ * s3rver answers a PutObject, UploadPart or CompleteMultipartUpload once the
+ * last byte has gone into its file write stream, not once the stream has
+ * written it: a read that follows at once can find the file short. On S3 a
+ * read after a completed write sees all of it, so the store's writes are
+ * wrapped to return only when the file holds every byte (counted in
+ * /__spotrun/stats as unsettled_writes when that had to be waited for).
+ */
+async function settled(file, size, stats) {
+  for (let waited = 0; ; waited++) {
+    const st = await fs.promises.stat(file).catch(() => null);
+    if (st && st.size >= size) return;
+    if (waited === 0) stats.unsettled_writes++;
+    if (waited >= 10000) throw new Error(`${file}: ${st ? st.size : 0} of ${size} bytes written after 10 s`);
+    await new Promise(resolve => setTimeout(resolve, 1));
+  }
+}
+
+function settleWrites(store, stats) {
+  const putObject = store.putObject.bind(store);
+  store.putObject = async object => {
+    const result = await putObject(object);
+    await settled(store.getResourcePath(object.bucket, object.key, 'object'), result.size, stats);
+    return result;
+  };
+  const putPart = store.putPart.bind(store);
+  store.putPart = async (bucket, uploadId, partNumber, content) => {
+    const result = await putPart(bucket, uploadId, partNumber, content);
+    const file = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
+    await settled(file, result.size, stats);
+    return result;
+  };
+}
+
 /* The folder where s3rver keeps an upload's parts, after checking it belongs to key. */
 async function uploadDir(store, bucket, key, uploadId) {
   if (typeof uploadId !== 'string' || !/^[A-Za-z0-9_-]+$/.test(uploadId)) throw noSuchUpload(uploadId);
@@ -827,10 +861,12 @@ async function main() {
       requests: 0,
       faults: Object.fromEntries(FAULT_KINDS.map(kind => [kind, 0])),
       auth_failures: 0,
+      unsettled_writes: 0,
       status: {},
     },
     busyKeys: new Set(),
   };
+  settleWrites(server.store, cfg.stats);
   server.middleware.unshift(spotrunMiddleware(cfg));
 
   await server.configureBuckets();

@@ -418,6 +418,39 @@ def if_match_put(server, workdir):
 
 
 @check
+def writes_whole_when_answered(server, workdir):
+    """A write's answer comes once the stored file holds all of it (s3rver
+    alone answers while its write stream still has bytes to write), so a
+    read or a listing right after sees the whole object."""
+    import concurrent.futures
+    s3 = client(server)
+    body = os.urandom(16 * MIB)
+
+    def put_and_look(i):
+        key = f"settle/obj-{i}"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        stored = server.data_dir / BUCKET / "settle" / f"obj-{i}._S3rver_object"
+        return stored.stat().st_size
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(put_and_look, range(16)))
+    require(sizes == [len(body)] * 16, f"stored sizes right after PutObject: {sizes}")
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="settle/")["Contents"]
+    require([o["Size"] for o in listed] == [len(body)] * 16, "listed sizes differ")
+
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="settle/mp")["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key="settle/mp", UploadId=upload, PartNumber=1, Body=body)
+    parts = [p for p in (server.data_dir / BUCKET).rglob("1") if upload in str(p)]
+    require(len(parts) == 1 and parts[0].stat().st_size == len(body),
+            f"part file right after UploadPart: {[p.stat().st_size for p in parts]}")
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="settle/mp", UploadId=upload,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    stored = server.data_dir / BUCKET / "settle" / "mp._S3rver_object"
+    require(stored.stat().st_size == len(body), "object file right after CompleteMultipartUpload")
+    require("unsettled_writes" in server.stats(), "stats lack unsettled_writes")
+
+
+@check
 def concurrent_conditional_write_conflicts(server, workdir):
     key = f"/{BUCKET}/cond/race"
     first_body = b"x" * 4096
