@@ -43,7 +43,7 @@ bytes=$(/usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 ls --recursive \
 secs() { # command...: wall seconds
     local t0 t1
     t0=$(date +%s.%N)
-    "$@" >/dev/null
+    "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
     t1=$(date +%s.%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
 }
@@ -54,9 +54,10 @@ secs() { # command...: wall seconds
     awk -v ep="$AWS_ENDPOINT_URL_S3" -v ak="$AWS_ACCESS_KEY_ID" -v sk="$AWS_SECRET_ACCESS_KEY" '
     { for (o = 0; o < $2; o += 8388608) {
         e = o + 8388607; if (e >= $2) e = $2 - 1
+        if (n++) print "next"
         printf "url = \"%s/bench/%s\"\nrange = %d-%d\noutput = /dev/null\n", ep, $1, o, e
         printf "aws-sigv4 = \"aws:amz:us-east-1:s3\"\nuser = \"%s:%s\"\n", ak, sk
-        printf "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\nfail\nnext\n" } }' \
+        printf "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\nfail\n" } }' \
     >"$work/curl.cfg"
 
 r_t="" a_t="" c_t=""
@@ -65,7 +66,8 @@ for round in 1 2 3; do
     a_t+="$(secs /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 cp \
         --recursive --only-show-errors s3://bench/set "$work/aws") "
     rm -rf "$work/aws"
-    c_t+="$(secs curl -s --parallel --parallel-max 8 --config "$work/curl.cfg") "
+    c_t+="$(secs curl -s --no-progress-meter --parallel --parallel-max 8 \
+        --config "$work/curl.cfg") "
 done
 reader=$(awk -v b="$bytes" -v t="$(median <<<"$r_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
 awscli=$(awk -v b="$bytes" -v t="$(median <<<"$a_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
