@@ -8,6 +8,7 @@ Each check prints PASS or FAIL with its name; any FAIL makes the exit status 1.
 Run it with /usr/bin/python3, which has Debian's boto3 and awscli.
 """
 
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
@@ -422,7 +423,6 @@ def writes_whole_when_answered(server, workdir):
     """A write's answer comes once the stored file holds all of it (s3rver
     alone answers while its write stream still has bytes to write), so a
     read or a listing right after sees the whole object."""
-    import concurrent.futures
     s3 = client(server)
     body = os.urandom(16 * MIB)
 
