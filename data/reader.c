@@ -369,16 +369,17 @@ static void landing_tap(void *arg, uint64_t off, const void *p, size_t n)
         uint64_t at = base + k * rb, bit = k - l->c->first;
         uint64_t mask = 1ull << (bit % 64);
         int whole = at >= off && at + rb <= off + n;
-        if (whole && shard_check_record(si, k, (const uint8_t *)p + (at - off),
-                                        "") == SR_OK)
+        if (whole && shard_record_ok(si, k, (const uint8_t *)p + (at - off)))
             l->checked[bit / 64] |= mask;
         else
             l->checked[bit / 64] &= ~mask;
     }
 }
 
-/* Read one chunk's bytes: the cache, else storage with retries. */
-static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
+/* Read one chunk's bytes (of the shard at uri): the cache, else storage
+ * with retries. */
+static sr_status fetch_chunk(struct reader *r, struct chunk *c,
+                             const char *uri, uint8_t *dst,
                              const struct storage_tap *tap, int *from_cache,
                              int *tries)
 {
@@ -388,8 +389,6 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
         *from_cache = 1;
         return SR_OK;
     }
-    char uri[STORAGE_URI_MAX];
-    SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
     double delay = r->o.retry_delay_s;
     sr_status s = SR_OK;
     for (int a = 0; a < r->o.attempts; a++) {
@@ -420,11 +419,10 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c, uint8_t *dst,
  * consumer's path: those the tap has not passed, in order, so a mismatch
  * names the first bad record. The shard's index stays loaded while the
  * chunk is resident. */
-static sr_status verify_chunk(struct reader *r, const struct landing *l,
+static sr_status verify_chunk(const struct landing *l, const char *uri,
                               const uint8_t *data)
 {
     const struct chunk *c = l->c;
-    char uri[STORAGE_URI_MAX];
     for (uint64_t k = c->first; k < c->end; k++) {
         uint64_t bit = k - c->first;
         if (l->checked[bit / 64] & (1ull << (bit % 64)))
@@ -432,10 +430,7 @@ static sr_status verify_chunk(struct reader *r, const struct landing *l,
         uint64_t off;
         uint32_t len;
         shard_record_span(l->si, k, &off, &len);
-        if (shard_check_record(l->si, k, data + (off - c->off), "") != SR_OK) {
-            SR_TRY(dataset_shard_uri(r->ds, c->shard, uri, sizeof uri));
-            return shard_check_record(l->si, k, data + (off - c->off), uri);
-        }
+        SR_TRY(shard_check_record(l->si, k, data + (off - c->off), uri));
     }
     return SR_OK;
 }
@@ -464,12 +459,15 @@ static void *fetcher_main(void *arg)
         struct storage_tap tap = { landing_tap, &l };
         if (checked)
             memset(checked, 0, words * sizeof *checked);
+        char uri[STORAGE_URI_MAX];
         sr_status s = buf && checked
-            ? fetch_chunk(r, c, buf, &tap, &from_cache, &tries)
+            ? dataset_shard_uri(r->ds, c->shard, uri, sizeof uri)
             : SR_FAIL(SR_ERR_NOMEM, "out of memory for a %llu-byte chunk",
                       (unsigned long long)c->len);
         if (s == SR_OK)
-            s = verify_chunk(r, &l, buf);
+            s = fetch_chunk(r, c, uri, buf, &tap, &from_cache, &tries);
+        if (s == SR_OK)
+            s = verify_chunk(&l, uri, buf);
         char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
 
         pthread_mutex_lock(&r->mu);

@@ -114,7 +114,11 @@ void shard_info_free(struct shard_info *si);
 /* Offset (from the object start) and length of record i. */
 void shard_record_span(const struct shard_info *si, uint64_t i,
                        uint64_t *off, uint32_t *len);
-/* Check record i's bytes against its stored CRC. */
+/* Do record i's bytes match its stored CRC? (no message) */
+int shard_record_ok(const struct shard_info *si, uint64_t i,
+                    const uint8_t *rec);
+/* Check record i's bytes against its stored CRC; a mismatch names what,
+ * the record and its byte offset. */
 sr_status shard_check_record(const struct shard_info *si, uint64_t i,
                              const uint8_t *rec, const char *what)
     SR_MUST_USE;

@@ -15,6 +15,8 @@
 
 #include "../../common/status.h"
 
+struct storage_tap;             /* data/storage.h */
+
 #define S3_ETAG_MAX 128
 #define S3_MIN_PART_SIZE ((size_t)5 << 20)
 #define S3_MAX_PART_SIZE ((size_t)5 << 30)
@@ -81,7 +83,6 @@ sr_status s3_head(struct s3_client *c, const char *bucket, const char *key,
 sr_status s3_get(struct s3_client *c, const char *bucket, const char *key,
                  uint64_t off, void *dst, size_t len) SR_MUST_USE;
 /* s3_get, showing each piece to tap as it lands (see storage.h). */
-struct storage_tap;
 sr_status s3_get_tap(struct s3_client *c, const char *bucket, const char *key,
                      uint64_t off, void *dst, size_t len,
                      const struct storage_tap *tap) SR_MUST_USE;
