@@ -43,9 +43,11 @@ bench_within() {
     return 1
 }
 
-# time_cmd CMD...: run it (stdout dropped) and print the seconds it took
+# time_cmd CMD...: run it (stdout dropped) and print the seconds it took;
+# a command that fails fails time_cmd (a command substitution does not
+# stop a set -e script by itself), so no failed run is timed
 time_cmd() {
     local t0=$EPOCHREALTIME
-    "$@" >/dev/null
+    "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
     awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
 }

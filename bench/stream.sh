@@ -36,17 +36,10 @@ PY
         --scale 0.00392156862745098 --out "$2" 2>/dev/null
     rm -f "$work/x.idx" "$work/y.idx"
 }
-make_set 44 s3://bench/set          # 2.07 GB of records, 33 shards of 64 MiB
+make_set 44 s3://bench/set          # 2.07 GB of records in 64 MiB shards
 bytes=$(/usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 ls --recursive \
     --summarize s3://bench/set/ | sed -nE 's/.*Total Size: ([0-9]+).*/\1/p')
-
-secs() { # command...: wall seconds
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
-    t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
-}
+shards=$("$spotrun" data ls s3://bench/set | grep -c '\.srs ')
 
 # curl: a config of ranged GETs (8 MiB) over every object, 8 in parallel
 /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3api list-objects-v2 \
@@ -62,11 +55,11 @@ secs() { # command...: wall seconds
 
 r_t="" a_t="" c_t=""
 for round in 1 2 3; do
-    r_t+="$(secs "$spotrun" data stream s3://bench/set) "
-    a_t+="$(secs /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 cp \
+    r_t+="$(time_cmd "$spotrun" data stream s3://bench/set) "
+    a_t+="$(time_cmd /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 cp \
         --recursive --only-show-errors s3://bench/set "$work/aws") "
     rm -rf "$work/aws"
-    c_t+="$(secs curl -s --no-progress-meter --parallel --parallel-max 8 \
+    c_t+="$(time_cmd curl -s --no-progress-meter --parallel --parallel-max 8 \
         --config "$work/curl.cfg") "
 done
 reader=$(awk -v b="$bytes" -v t="$(median <<<"$r_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
@@ -89,7 +82,7 @@ step_ms=$(grep -E '^epoch=2 ' "$work/train.txt" | sed -E \
     's/.*samples_per_sec=([0-9]+).*/\1/' | awk '{printf "%.1f", 256 / $1 * 1000}')
 
 echo
-echo "Streaming $(awk -v b="$bytes" 'BEGIN {printf "%.2f", b / 2^30}') GiB of shards (33 x 64 MiB) from the local S3 test server"
+echo "Streaming $(awk -v b="$bytes" 'BEGIN {printf "%.2f", b / 2^30}') GiB of shards ($shards of up to 64 MiB) from the local S3 test server"
 echo "(s3rver + SigV4 verification, node, same 2-core machine); median of 3 runs"
 echo
 echo "| reader MB/s | aws s3 cp --recursive MB/s | ratio | curl ranged-GET ceiling MB/s | of ceiling |"
