@@ -16,7 +16,8 @@ const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const { PassThrough } = require('stream');
+const { PassThrough, Readable, Transform } = require('stream');
+const { pipeline } = require('stream/promises');
 const S3rver = require('s3rver');
 const AWSAccount = require('s3rver/lib/models/account');
 
@@ -477,35 +478,48 @@ const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
   { UploadId: uploadId });
 
 /*
- * s3rver answers a PutObject, UploadPart or CompleteMultipartUpload once the
- * last byte has gone into its file write stream, not once the stream has
- * written it: a read that follows at once can find the file short. On S3 a
- * read after a completed write sees all of it, so the store's writes are
- * wrapped to return only when the file holds every byte (counted in
- * /__spotrun/stats as unsettled_writes when that had to be waited for).
+ * s3rver writes an object (or a part) in place and answers once the last
+ * byte has gone into its write stream, not once the file holds it: a read
+ * right after a write could find the object short, and a read during an
+ * overwrite a mix of old and new. S3 shows a write whole or not at all,
+ * so the store's writes are replaced by ones that write a temporary file
+ * beside the target, wait until it is written, and rename it into place.
+ * (s3rver lists only files named *._S3rver_object, so the temporary file
+ * never shows.)
  */
-async function settled(file, size, stats) {
-  for (let waited = 0; ; waited++) {
-    const st = await fs.promises.stat(file).catch(() => null);
-    if (st && st.size >= size) return;
-    if (waited === 0) stats.unsettled_writes++;
-    if (waited >= 10000) throw new Error(`${file}: ${st ? st.size : 0} of ${size} bytes written after 10 s`);
-    await new Promise(resolve => setTimeout(resolve, 1));
+async function writeWhole(file, content) {
+  await fs.promises.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
+  const md5 = crypto.createHash('md5');
+  let size = 0;
+  const count = new Transform({
+    transform(chunk, encoding, done) {
+      md5.update(chunk);
+      size += chunk.length;
+      done(null, chunk);
+    },
+  });
+  try {
+    await pipeline(Buffer.isBuffer(content) ? Readable.from([content]) : content, count,
+      fs.createWriteStream(tmp));
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
   }
+  return { size, md5: md5.digest('hex') };
 }
 
-function settleWrites(store, stats) {
-  const putObject = store.putObject.bind(store);
+function atomicWrites(store) {
   store.putObject = async object => {
-    const result = await putObject(object);
-    await settled(store.getResourcePath(object.bucket, object.key, 'object'), result.size, stats);
+    const result = await writeWhole(store.getResourcePath(object.bucket, object.key, 'object'), object.content);
+    await store.putMetadata(object.bucket, object.key, object.metadata, result.md5);
     return result;
   };
-  const putPart = store.putPart.bind(store);
   store.putPart = async (bucket, uploadId, partNumber, content) => {
-    const result = await putPart(bucket, uploadId, partNumber, content);
     const file = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
-    await settled(file, result.size, stats);
+    const result = await writeWhole(file, content);
+    await fs.promises.writeFile(`${file}.md5`, result.md5);
     return result;
   };
 }
@@ -861,12 +875,11 @@ async function main() {
       requests: 0,
       faults: Object.fromEntries(FAULT_KINDS.map(kind => [kind, 0])),
       auth_failures: 0,
-      unsettled_writes: 0,
       status: {},
     },
     busyKeys: new Set(),
   };
-  settleWrites(server.store, cfg.stats);
+  atomicWrites(server.store);
   server.middleware.unshift(spotrunMiddleware(cfg));
 
   await server.configureBuckets();
