@@ -422,11 +422,13 @@ function authenticate(ctx, cfg) {
 // ---------------------------------------------------------------------------
 // Request bodies
 
-function readBody(req) {
+/* The pieces of a request body as they arrived (kept apart: joining a
+ * part of many MiB into one buffer would copy it once more). */
+function readBodyChunks(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
     req.on('data', chunk => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () => resolve(chunks));
     req.on('error', reject);
     req.on('close', () => {
       if (!req.complete) reject(new S3Fail(400, 'IncompleteBody', 'The request body ended early'));
@@ -434,15 +436,18 @@ function readBody(req) {
   });
 }
 
+const readBody = async req => Buffer.concat(await readBodyChunks(req));
+
 /* Hands s3rver a fresh stream holding a body this middleware has already read. */
-function replayBody(ctx, body) {
+function replayBody(ctx, chunks) {
   const original = ctx.req;
   const replay = new PassThrough();
   for (const name of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion',
     'httpVersionMajor', 'httpVersionMinor', 'socket']) {
     replay[name] = original[name];
   }
-  replay.end(body);
+  for (const chunk of chunks) replay.write(chunk);
+  replay.end();
   ctx.req = ctx.request.req = ctx.response.req = replay;
 }
 
@@ -487,14 +492,14 @@ const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
  * (s3rver lists only files named *._S3rver_object, so the temporary file
  * never shows.)
  */
-async function writeWhole(file, content) {
+async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
   await fs.promises.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
-  const md5 = crypto.createHash('md5');
+  const md5 = wantMd5 ? crypto.createHash('md5') : null;
   let size = 0;
   const count = new Transform({
     transform(chunk, encoding, done) {
-      md5.update(chunk);
+      if (md5) md5.update(chunk);
       size += chunk.length;
       done(null, chunk);
     },
@@ -507,7 +512,14 @@ async function writeWhole(file, content) {
     await fs.promises.rm(tmp, { force: true });
     throw err;
   }
-  return { size, md5: md5.digest('hex') };
+  return { size, md5: md5 ? md5.digest('hex') : null };
+}
+
+/* S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, a
+ * dash, and the number of parts. */
+function multipartEtag(partMd5s) {
+  const digests = Buffer.concat(partMd5s.map(md5 => Buffer.from(md5, 'hex')));
+  return `${crypto.createHash('md5').update(digests).digest('hex')}-${partMd5s.length}`;
 }
 
 function atomicWrites(store) {
@@ -521,6 +533,29 @@ function atomicWrites(store) {
     const result = await writeWhole(file, content);
     await fs.promises.writeFile(`${file}.md5`, result.md5);
     return result;
+  };
+  /*
+   * Completion joins the parts into the object. Its ETag comes from the
+   * parts' digests (checked against the client's list before s3rver runs),
+   * so the joined bytes are not hashed again: s3rver's own completion
+   * computed an MD5 of the whole object only for it to be replaced.
+   */
+  store.putObjectMultipart = async (bucket, uploadId, parts) => {
+    const dir = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
+    const [key, metadata] = await Promise.all([
+      fs.promises.readFile(path.join(dir, 'key'), 'utf8'),
+      fs.promises.readFile(path.join(dir, 'metadata'), 'utf8').then(JSON.parse),
+    ]);
+    const sorted = [...parts].sort((a, b) => a.number - b.number);
+    async function* joined() {
+      for (const part of sorted) yield* fs.createReadStream(path.join(dir, String(part.number)));
+    }
+    const { size } = await writeWhole(store.getResourcePath(bucket, key, 'object'),
+      Readable.from(joined()), { md5: false });
+    const md5 = multipartEtag(sorted.map(part => part.etag.toLowerCase()));
+    await store.putMetadata(bucket, key, metadata, md5);
+    await fs.promises.rm(dir, { recursive: true, force: true });
+    return { size, md5 };
   };
 }
 
@@ -562,7 +597,7 @@ function parseCompleteBody(xml) {
   return parts;
 }
 
-/* Checks the listed parts against the stored ones as S3 does; returns their MD5s. */
+/* Checks the listed parts against the stored ones as S3 does. */
 async function checkParts(dir, parts) {
   for (let i = 1; i < parts.length; i++) {
     if (parts[i].number <= parts[i - 1].number) {
@@ -596,8 +631,6 @@ async function checkParts(dir, parts) {
         { PartNumber: parts[i].number, ProposedSize: size, MinSizeAllowed: MIN_PART_SIZE });
     }
   });
-  const md5s = stored.map(({ md5 }) => md5);
-  return md5s;
 }
 
 /*
@@ -725,7 +758,7 @@ function spotrunMiddleware(cfg) {
     }
     if (op === 'CompleteMultipartUpload') {
       const dir = await uploadDir(store, bucket, key, uploadId);
-      where.partMd5s = await checkParts(dir, parseCompleteBody(body.toString('utf8')));
+      await checkParts(dir, parseCompleteBody(body.toString('utf8')));
     }
     if (op === 'SuffixRangeGet') {
       const wanted = Number(ctx.get('range').slice('bytes=-'.length));
@@ -745,14 +778,6 @@ function spotrunMiddleware(cfg) {
     return false;
   }
 
-  /* Runs after s3rver answered CompleteMultipartUpload: S3's multipart ETag. */
-  async function multipartEtag(ctx, where) {
-    const digests = Buffer.concat(where.partMd5s.map(md5 => Buffer.from(md5, 'hex')));
-    const etag = `${crypto.createHash('md5').update(digests).digest('hex')}-${where.partMd5s.length}`;
-    await fs.promises.writeFile(store.getResourcePath(where.bucket, where.key, 'object.md5'), etag);
-    ctx.body = String(ctx.body).replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
-  }
-
   async function s3Request(ctx, next, fault) {
     if (fault === 'slowdown') throw new S3Fail(503, 'SlowDown', 'Please reduce your request rate.');
     if (fault === '500') throw new S3Fail(500, 'InternalError', 'We encountered an internal error. Please try again.');
@@ -769,13 +794,19 @@ function spotrunMiddleware(cfg) {
     const op = operationOf(ctx.method, where.key, ctx.query, ctx.req.headers);
     let body = null;
     if (payloadHash || op === 'CompleteMultipartUpload') {
-      body = await readBody(ctx.req);
-      if (payloadHash && sha256Hex(body) !== payloadHash) {
-        throw new S3Fail(400, 'XAmzContentSHA256Mismatch',
-          "The provided 'x-amz-content-sha256' header does not match what was computed.",
-          { ClientComputedContentSHA256: payloadHash, S3ComputedContentSHA256: sha256Hex(body) });
+      const chunks = await readBodyChunks(ctx.req);
+      if (payloadHash) {
+        const sha = crypto.createHash('sha256');
+        for (const chunk of chunks) sha.update(chunk);
+        const computed = sha.digest('hex');
+        if (computed !== payloadHash) {
+          throw new S3Fail(400, 'XAmzContentSHA256Mismatch',
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            { ClientComputedContentSHA256: payloadHash, S3ComputedContentSHA256: computed });
+        }
       }
-      replayBody(ctx, body);
+      if (op === 'CompleteMultipartUpload') body = Buffer.concat(chunks);
+      replayBody(ctx, chunks);
     }
     if (await before(ctx, op, where, body)) return;
 
@@ -783,7 +814,6 @@ function spotrunMiddleware(cfg) {
     const conditional = writes && await checkPreconditions(ctx, store, where.bucket, where.key, busyKeys);
     try {
       await next();
-      if (op === 'CompleteMultipartUpload' && ctx.status === 200) await multipartEtag(ctx, where);
     } finally {
       if (conditional) busyKeys.delete(`${where.bucket}/${where.key}`);
     }
