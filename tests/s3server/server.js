@@ -202,6 +202,7 @@ class Faults {
 // SigV4 (s3-api.md §2)
 
 const sha256Hex = data => crypto.createHash('sha256').update(data).digest('hex');
+const EMPTY_SHA256 = sha256Hex('');
 const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
 
 /* Percent-decodes %XX escapes into bytes; every other character is kept. */
@@ -793,7 +794,10 @@ function spotrunMiddleware(cfg) {
     const where = bucketAndKey(ctx.req.url);
     const op = operationOf(ctx.method, where.key, ctx.query, ctx.req.headers);
     let body = null;
-    if (payloadHash || op === 'CompleteMultipartUpload') {
+    const bodiless = !('content-length' in ctx.req.headers || 'transfer-encoding' in ctx.req.headers);
+    if (bodiless && payloadHash === EMPTY_SHA256 && op !== 'CompleteMultipartUpload') {
+      // a GET or HEAD signed over its empty body: nothing to read or replay
+    } else if (payloadHash || op === 'CompleteMultipartUpload') {
       const chunks = await readBodyChunks(ctx.req);
       if (payloadHash) {
         const sha = crypto.createHash('sha256');
