@@ -236,6 +236,18 @@ def boto3_object_roundtrip(server, workdir):
     require(suffix["Body"].read() == b"ghij", "suffix range bytes=-4 is not the last 4 bytes")
     head = s3.head_object(Bucket="roundtrip", Key=key)
     require(head["ContentLength"] == len(data), "HEAD ContentLength differs")
+    expect_client_error(lambda: s3.get_object(Bucket="roundtrip", Key=key, Range="bytes=20-30"),
+                        416, "InvalidRange")
+    expect_client_error(lambda: s3.get_object(Bucket="roundtrip", Key="dir/absent"), 404, "NoSuchKey")
+    s3.put_object(Bucket="roundtrip", Key="empty", Body=b"")
+    require(s3.get_object(Bucket="roundtrip", Key="empty")["Body"].read() == b"", "empty object is not empty")
+    # objects are read from disk in 1 MiB pieces: ranges across and inside them
+    big = os.urandom(3 * 1048576 + 12345)
+    s3.put_object(Bucket="roundtrip", Key="big", Body=big)
+    require(s3.get_object(Bucket="roundtrip", Key="big")["Body"].read() == big, "GET of 3 MiB differs")
+    for first, last in [(1048570, 2097160), (5, 17), (2097152, len(big) - 1), (1048576, 1048576)]:
+        got = s3.get_object(Bucket="roundtrip", Key="big", Range=f"bytes={first}-{last}")["Body"].read()
+        require(got == big[first:last + 1], f"range {first}-{last} differs")
 
     for i in range(5):
         s3.put_object(Bucket="roundtrip", Key=f"page/k{i}", Body=b"x")
