@@ -39,15 +39,15 @@ void dataset_digest(const struct dataset *ds, char out[65])
 
 uint32_t dataset_find_shard(const struct dataset *ds, uint64_t gid)
 {
-    uint32_t lo = 0, hi = ds->nshards;
-    while (hi - lo > 1) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (ds->shards[mid].first <= gid)
-            lo = mid;
-        else
-            hi = mid;
+    /* the last shard starting at or before gid; the halving has no branch
+     * on the data (the reader calls this per record, in random order) */
+    uint32_t base = 0, n = ds->nshards;
+    while (n > 1) {
+        uint32_t half = n / 2;
+        base = ds->shards[base + half].first <= gid ? base + half : base;
+        n -= half;
     }
-    return lo;
+    return base;
 }
 
 static sr_status parse_index(struct dataset *ds, const char *text, size_t len,

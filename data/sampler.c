@@ -102,13 +102,13 @@ uint64_t sampler_at(struct sampler *s, uint64_t pos)
             build_block(s, k);
         v = k * s->block + s->perm[pos - k * s->block];
     }
-    uint32_t lo = 0, hi = s->nshards;
-    while (hi - lo > 1) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (s->vstart[mid] <= v)
-            lo = mid;
-        else
-            hi = mid;
+    /* the last shard of the order starting at or before v (a halving with
+     * no branch on the data: v is random within its block) */
+    uint32_t lo = 0, n = s->nshards;
+    while (n > 1) {
+        uint32_t half = n / 2;
+        lo = s->vstart[lo + half] <= v ? lo + half : lo;
+        n -= half;
     }
     return s->shard_first[s->order[lo]] + (v - s->vstart[lo]);
 }
