@@ -592,7 +592,9 @@ function atomicWrites(store) {
     ]);
     const sorted = [...parts].sort((a, b) => a.number - b.number);
     async function* joined() {
-      for (const part of sorted) yield* fs.createReadStream(path.join(dir, String(part.number)));
+      for (const part of sorted) {
+        yield* fs.createReadStream(path.join(dir, String(part.number)), { highWaterMark: READ_CHUNK });
+      }
     }
     const { size } = await writeWhole(store.getResourcePath(bucket, key, 'object'),
       Readable.from(joined()), { md5: false });
