@@ -1,10 +1,12 @@
 /*
  * cmd_cp.c: `spotrun cp`: copy objects between any two locations the
  * storage layer knows (s3://, file://, paths), one object or every object
- * under a prefix, several objects at a time. Each object streams through
- * a 64 MiB buffer: S3 reads of that size go out as concurrent ranged GETs,
- * S3 writes as concurrent multipart parts. Local files are renamed into
- * place whole but, as with other copy tools, not fsynced.
+ * under a prefix, several objects at a time. Each object goes through a
+ * 64 MiB buffer: S3 reads of that size go out as concurrent ranged GETs;
+ * an object that fits is written from the buffer in one call (to S3 a
+ * single PUT, or parts above the multipart threshold), a larger one
+ * streams through a writer as concurrent multipart parts. Local files are
+ * renamed into place whole but, as with other copy tools, not fsynced.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -54,6 +56,15 @@ static void usage(FILE *f)
 static sr_status copy_one(struct storage *st, const struct job *j,
                           uint8_t *buf, atomic_ullong *bytes)
 {
+    if (j->size <= CHUNK) {
+        /* whole in the buffer: one write from it (to S3 a single PUT sent
+         * from this memory, with no staging copy) */
+        SR_TRY(storage_read(st, j->src, 0, buf, (size_t)j->size));
+        SR_TRY(storage_put(st, j->dst, buf, (size_t)j->size,
+                           STORAGE_NO_SYNC));
+        atomic_fetch_add(bytes, j->size);
+        return SR_OK;
+    }
     struct storage_writer *w;
     /* like other copy tools: atomic, but not flushed to disk */
     SR_TRY(storage_writer_open(st, j->dst, STORAGE_NO_SYNC, &w));
