@@ -12,6 +12,7 @@
  * See README.md in this folder for the command line and the control endpoint.
  */
 
+const { spawn } = require('child_process');
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
@@ -517,6 +518,31 @@ async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
   return { size, md5: md5 ? md5.digest('hex') : null };
 }
 
+/* Joins files into file (through a temporary file renamed into place) with
+ * cat(1), off the event loop; returns the joined size. */
+async function joinFiles(file, sources) {
+  await fs.promises.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
+  const out = await fs.promises.open(tmp, 'w');
+  try {
+    await new Promise((resolve, reject) => {
+      const cat = spawn('cat', ['--', ...sources], { stdio: ['ignore', out.fd, 'pipe'] });
+      let err = '';
+      cat.stderr.on('data', chunk => { err += chunk; });
+      cat.on('error', reject);
+      cat.on('close', code => (code === 0 ? resolve() : reject(new Error(`cat: ${err.trim() || `exit ${code}`}`))));
+    });
+    const { size } = await out.stat();
+    await out.close();
+    await fs.promises.rename(tmp, file);
+    return size;
+  } catch (e) {
+    await out.close().catch(() => {});
+    await fs.promises.rm(tmp, { force: true });
+    throw e;
+  }
+}
+
 /* S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, a
  * dash, and the number of parts. */
 function multipartEtag(partMd5s) {
@@ -579,7 +605,8 @@ function atomicWrites(store) {
     return result;
   };
   /*
-   * Completion joins the parts into the object. Its ETag comes from the
+   * Completion joins the parts into the object, with cat(1) in its own
+   * process rather than through the event loop. The ETag comes from the
    * parts' digests (checked against the client's list before s3rver runs),
    * so the joined bytes are not hashed again: s3rver's own completion
    * computed an MD5 of the whole object only for it to be replaced.
@@ -591,13 +618,8 @@ function atomicWrites(store) {
       fs.promises.readFile(path.join(dir, 'metadata'), 'utf8').then(JSON.parse),
     ]);
     const sorted = [...parts].sort((a, b) => a.number - b.number);
-    async function* joined() {
-      for (const part of sorted) {
-        yield* fs.createReadStream(path.join(dir, String(part.number)), { highWaterMark: READ_CHUNK });
-      }
-    }
-    const { size } = await writeWhole(store.getResourcePath(bucket, key, 'object'),
-      Readable.from(joined()), { md5: false });
+    const size = await joinFiles(store.getResourcePath(bucket, key, 'object'),
+      sorted.map(part => path.join(dir, String(part.number))));
     const md5 = multipartEtag(sorted.map(part => part.etag.toLowerCase()));
     await store.putMetadata(bucket, key, metadata, md5);
     await fs.promises.rm(dir, { recursive: true, force: true });
