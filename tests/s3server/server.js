@@ -19,6 +19,7 @@ const http = require('http');
 const path = require('path');
 const { PassThrough, Readable, Transform } = require('stream');
 const { pipeline } = require('stream/promises');
+const { Worker } = require('worker_threads');
 const S3rver = require('s3rver');
 const AWSAccount = require('s3rver/lib/models/account');
 const S3Object = require('s3rver/lib/models/object');
@@ -441,14 +442,88 @@ function readBodyChunks(req) {
 
 const readBody = async req => Buffer.concat(await readBodyChunks(req));
 
-/* Hands s3rver a fresh stream holding a body this middleware has already read. */
-function replayBody(ctx, chunks) {
+/*
+ * Hashing a large request body (SHA-256 against the signed payload hash,
+ * MD5 for its ETag) runs on worker threads, so the event loop goes on
+ * receiving and answering other requests meanwhile. The body is copied
+ * once into shared memory; the workers read it there and the store writes
+ * it from there.
+ */
+const HASH_WORKERS = 2;
+const HASH_OFF_LOOP_BYTES = 1 << 20;
+const HASH_WORKER_SOURCE = `
+const { parentPort } = require('worker_threads');
+const crypto = require('crypto');
+parentPort.on('message', ({ id, memory, length }) => {
+  const body = Buffer.from(memory, 0, length);
+  parentPort.postMessage({
+    id,
+    sha256: crypto.createHash('sha256').update(body).digest('hex'),
+    md5: crypto.createHash('md5').update(body).digest('hex'),
+  });
+});
+`;
+
+class Hasher {
+  constructor(count) {
+    this.workers = [];
+    this.turn = 0;
+    this.seq = 0;
+    for (let i = 0; i < count; i++) {
+      const worker = new Worker(HASH_WORKER_SOURCE, { eval: true });
+      const pending = new Map();
+      worker.on('message', ({ id, sha256, md5 }) => {
+        pending.get(id).resolve({ sha256, md5 });
+        pending.delete(id);
+      });
+      worker.on('error', err => {
+        for (const waiter of pending.values()) waiter.reject(err);
+        pending.clear();
+      });
+      worker.unref();
+      this.workers.push({ worker, pending });
+    }
+  }
+
+  /* {sha256, md5} in hex of body, a Buffer over a SharedArrayBuffer. */
+  hash(body) {
+    const { worker, pending } = this.workers[this.turn++ % this.workers.length];
+    const id = this.seq++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ id, memory: body.buffer, length: body.length });
+    });
+  }
+}
+
+let hasher = null;
+
+/* SHA-256 of a body read in pieces, and its MD5 when that came for free. */
+async function hashBody(chunks) {
+  const length = chunks.reduce((n, chunk) => n + chunk.length, 0);
+  if (length < HASH_OFF_LOOP_BYTES) {
+    const sha = crypto.createHash('sha256');
+    for (const chunk of chunks) sha.update(chunk);
+    return { sha256: sha.digest('hex'), md5: null, chunks };
+  }
+  const shared = Buffer.from(new SharedArrayBuffer(length));
+  let at = 0;
+  for (const chunk of chunks) at += chunk.copy(shared, at);
+  hasher = hasher || new Hasher(HASH_WORKERS);
+  const { sha256, md5 } = await hasher.hash(shared);
+  return { sha256, md5, chunks: [shared] };
+}
+
+/* Hands s3rver a fresh stream holding a body this middleware has already
+ * read, with its MD5 when known (the store's writes then skip hashing). */
+function replayBody(ctx, chunks, md5 = null) {
   const original = ctx.req;
   const replay = new PassThrough();
   for (const name of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion',
     'httpVersionMajor', 'httpVersionMinor', 'socket']) {
     replay[name] = original[name];
   }
+  if (md5) replay.bodyMd5 = md5;
   for (const chunk of chunks) replay.write(chunk);
   replay.end();
   ctx.req = ctx.request.req = ctx.response.req = replay;
@@ -498,7 +573,8 @@ const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
 async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
   await fs.promises.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
-  const md5 = wantMd5 ? crypto.createHash('md5') : null;
+  const known = typeof content.bodyMd5 === 'string' ? content.bodyMd5 : null;
+  const md5 = wantMd5 && !known ? crypto.createHash('md5') : null;
   let size = 0;
   const count = new Transform({
     transform(chunk, encoding, done) {
@@ -515,7 +591,7 @@ async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
     await fs.promises.rm(tmp, { force: true });
     throw err;
   }
-  return { size, md5: md5 ? md5.digest('hex') : null };
+  return { size, md5: known || (md5 ? md5.digest('hex') : null) };
 }
 
 /* Joins files into file (through a temporary file renamed into place) with
@@ -865,11 +941,11 @@ function spotrunMiddleware(cfg) {
     if (bodiless && payloadHash === EMPTY_SHA256 && op !== 'CompleteMultipartUpload') {
       // a GET or HEAD signed over its empty body: nothing to read or replay
     } else if (payloadHash || op === 'CompleteMultipartUpload') {
-      const chunks = await readBodyChunks(ctx.req);
+      let chunks = await readBodyChunks(ctx.req);
+      let md5 = null;
       if (payloadHash) {
-        const sha = crypto.createHash('sha256');
-        for (const chunk of chunks) sha.update(chunk);
-        const computed = sha.digest('hex');
+        let computed;
+        ({ sha256: computed, md5, chunks } = await hashBody(chunks));
         if (computed !== payloadHash) {
           throw new S3Fail(400, 'XAmzContentSHA256Mismatch',
             "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -877,7 +953,7 @@ function spotrunMiddleware(cfg) {
         }
       }
       if (op === 'CompleteMultipartUpload') body = Buffer.concat(chunks);
-      replayBody(ctx, chunks);
+      replayBody(ctx, chunks, md5);
     }
     if (await before(ctx, op, where, body)) return;
 

@@ -364,6 +364,18 @@ def payload_hash_checked(server, workdir):
     status, body, _ = signed(server, "PUT", f"/{BUCKET}/hash/unsigned", body=b"unsigned body",
                              unsigned_payload=True)
     expect(status, body, 200)
+    # bodies of 1 MiB and more are hashed on worker threads: the same checks
+    large = os.urandom(3 * MIB + 7)
+    flipped = bytes([large[0] ^ 1]) + large[1:]
+    status, body, _ = signed(server, "PUT", f"/{BUCKET}/hash/large", body=large,
+                             tamper=lambda target, headers, _body: (target, headers, flipped))
+    expect(status, body, 400, "XAmzContentSHA256Mismatch")
+    expect_client_error(lambda: client(server).head_object(Bucket=BUCKET, Key="hash/large"), 404, "404")
+    status, body, _ = signed(server, "PUT", f"/{BUCKET}/hash/large", body=large)
+    expect(status, body, 200)
+    got = client(server).get_object(Bucket=BUCKET, Key="hash/large")
+    require(got["Body"].read() == large, "a body hashed on a worker thread is stored differently")
+    require(got["ETag"] == f'"{md5_hex(large)}"', f"ETag {got['ETag']} of a body hashed on a worker thread")
 
 
 @check
