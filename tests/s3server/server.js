@@ -570,11 +570,9 @@ const noSuchUpload = uploadId => new S3Fail(404, 'NoSuchUpload',
  * (s3rver lists only files named *._S3rver_object, so the temporary file
  * never shows.)
  */
-async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
-  await fs.promises.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
+async function writeWhole(file, content) {
   const known = typeof content.bodyMd5 === 'string' ? content.bodyMd5 : null;
-  const md5 = wantMd5 && !known ? crypto.createHash('md5') : null;
+  const md5 = known ? null : crypto.createHash('md5');
   let size = 0;
   const count = new Transform({
     transform(chunk, encoding, done) {
@@ -583,40 +581,45 @@ async function writeWhole(file, content, { md5: wantMd5 = true } = {}) {
       done(null, chunk);
     },
   });
+  await viaTemporary(file, tmp => pipeline(
+    Buffer.isBuffer(content) ? Readable.from([content]) : content, count, fs.createWriteStream(tmp)));
+  return { size, md5: known || md5.digest('hex') };
+}
+
+/* Runs write(tmp) on a temporary file beside file, then renames it into
+ * place; on failure removes it. */
+async function viaTemporary(file, write) {
+  await fs.promises.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
   try {
-    await pipeline(Buffer.isBuffer(content) ? Readable.from([content]) : content, count,
-      fs.createWriteStream(tmp));
+    await write(tmp);
     await fs.promises.rename(tmp, file);
   } catch (err) {
     await fs.promises.rm(tmp, { force: true });
     throw err;
   }
-  return { size, md5: known || (md5 ? md5.digest('hex') : null) };
 }
 
-/* Joins files into file (through a temporary file renamed into place) with
- * cat(1), off the event loop; returns the joined size. */
+/* Joins files into file with cat(1), off the event loop; returns the
+ * joined size. */
 async function joinFiles(file, sources) {
-  await fs.promises.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
-  const out = await fs.promises.open(tmp, 'w');
-  try {
-    await new Promise((resolve, reject) => {
-      const cat = spawn('cat', ['--', ...sources], { stdio: ['ignore', out.fd, 'pipe'] });
-      let err = '';
-      cat.stderr.on('data', chunk => { err += chunk; });
-      cat.on('error', reject);
-      cat.on('close', code => (code === 0 ? resolve() : reject(new Error(`cat: ${err.trim() || `exit ${code}`}`))));
-    });
-    const { size } = await out.stat();
-    await out.close();
-    await fs.promises.rename(tmp, file);
-    return size;
-  } catch (e) {
-    await out.close().catch(() => {});
-    await fs.promises.rm(tmp, { force: true });
-    throw e;
-  }
+  let size;
+  await viaTemporary(file, async tmp => {
+    const out = await fs.promises.open(tmp, 'w');
+    try {
+      await new Promise((resolve, reject) => {
+        const cat = spawn('cat', ['--', ...sources], { stdio: ['ignore', out.fd, 'pipe'] });
+        let err = '';
+        cat.stderr.on('data', chunk => { err += chunk; });
+        cat.on('error', reject);
+        cat.on('close', code => (code === 0 ? resolve() : reject(new Error(`cat: ${err.trim() || `exit ${code}`}`))));
+      });
+      ({ size } = await out.stat());
+    } finally {
+      await out.close();
+    }
+  });
+  return size;
 }
 
 /* S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, a
@@ -635,36 +638,27 @@ const READ_CHUNK = 1 << 20;
 
 function largeReads(store) {
   store.getObject = async (bucket, key, options) => {
-    let metadata;
+    const ranged = options && (options.start !== undefined || options.end);
     try {
-      metadata = await store.getMetadata(bucket, key);
+      const metadata = await store.getMetadata(bucket, key);
+      const lastByte = Math.max(0, Number(metadata['content-length']) - 1);
+      const range = {
+        start: (options && options.start) || 0,
+        end: Math.min((options && options.end) || Infinity, lastByte),
+      };
+      const content = range.start < 0 || range.end < range.start ? null : await new Promise((resolve, reject) => {
+        const stream = fs.createReadStream(store.getResourcePath(bucket, key, 'object'),
+          { ...range, highWaterMark: READ_CHUNK })
+          .on('error', reject)
+          .on('open', () => resolve(stream));
+      });
+      const object = new S3Object(bucket, key, content, metadata);
+      if (ranged) object.range = range;
+      return object;
     } catch (err) {
       if (err.code === 'ENOENT') return null;
       throw err;
     }
-    const lastByte = Math.max(0, Number(metadata['content-length']) - 1);
-    const ranged = options && (options.start !== undefined || options.end);
-    const range = {
-      start: (options && options.start) || 0,
-      end: Math.min((options && options.end) || Infinity, lastByte),
-    };
-    let content = null;
-    if (range.start >= 0 && range.end >= range.start) {
-      try {
-        content = await new Promise((resolve, reject) => {
-          const stream = fs.createReadStream(store.getResourcePath(bucket, key, 'object'),
-            { ...range, highWaterMark: READ_CHUNK })
-            .on('error', reject)
-            .on('open', () => resolve(stream));
-        });
-      } catch (err) {
-        if (err.code === 'ENOENT') return null;
-        throw err;
-      }
-    }
-    const object = new S3Object(bucket, key, content, metadata);
-    if (ranged) object.range = range;
-    return object;
   };
 }
 
@@ -937,10 +931,10 @@ function spotrunMiddleware(cfg) {
     const where = bucketAndKey(ctx.req.url);
     const op = operationOf(ctx.method, where.key, ctx.query, ctx.req.headers);
     let body = null;
-    const bodiless = !('content-length' in ctx.req.headers || 'transfer-encoding' in ctx.req.headers);
-    if (bodiless && payloadHash === EMPTY_SHA256 && op !== 'CompleteMultipartUpload') {
-      // a GET or HEAD signed over its empty body: nothing to read or replay
-    } else if (payloadHash || op === 'CompleteMultipartUpload') {
+    // a GET or HEAD signed over its empty body has nothing to read or replay
+    const signedEmpty = payloadHash === EMPTY_SHA256 &&
+      !('content-length' in ctx.req.headers || 'transfer-encoding' in ctx.req.headers);
+    if ((payloadHash && !signedEmpty) || op === 'CompleteMultipartUpload') {
       let chunks = await readBodyChunks(ctx.req);
       let md5 = null;
       if (payloadHash) {
