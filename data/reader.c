@@ -780,7 +780,6 @@ static void *planner_main(void *arg)
                 r->bytes += c->len;
                 if (r->bytes > r->stats.peak_bytes)
                     r->stats.peak_bytes = r->bytes;
-                la->pj = pj;
                 keep_for_lookahead(r, la, pj, c);
             }
             keep_until(c, r->plan_i);
