@@ -39,17 +39,28 @@ static uint8_t *make_records(uint64_t n, size_t rb)
     return r;
 }
 
+/* A shard of n records in the test schema, built into img and parsed into
+ * si; returns the records it holds. */
+static uint8_t *built_shard(uint64_t n, struct shard_schema *s,
+                            struct sr_buf *img, struct shard_info *si)
+{
+    make_schema(s);
+    uint8_t *recs = make_records(n, s->record_bytes);
+    *img = (struct sr_buf){ 0 };
+    assert_int_equal(shard_build(img, s, recs, n), SR_OK);
+    assert_int_equal(shard_parse(si, img->data, img->len, img->len, "t"),
+                     SR_OK);
+    return recs;
+}
+
 static void test_shard__round_trip(void **state)
 {
     (void)state;
     struct shard_schema s;
-    make_schema(&s);
-    assert_int_equal(s.record_bytes, 13);
-    uint8_t *recs = make_records(10, s.record_bytes);
-    struct sr_buf img = { 0 };
-    assert_int_equal(shard_build(&img, &s, recs, 10), SR_OK);
+    struct sr_buf img;
     struct shard_info si;
-    assert_int_equal(shard_parse(&si, img.data, img.len, img.len, "t"), SR_OK);
+    uint8_t *recs = built_shard(10, &s, &img, &si);
+    assert_int_equal(s.record_bytes, 13);
     assert_int_equal(si.h.nrec, 10);
     assert_true(schema_equal(&si.schema, &s));
     assert_int_equal(si.h.data_off % 64, 0);
@@ -71,13 +82,9 @@ static void test_shard__flipped_record_byte_names_offset(void **state)
 {
     (void)state;
     struct shard_schema s;
-    make_schema(&s);
-    uint8_t *recs = make_records(8, s.record_bytes);
-    struct sr_buf img = { 0 };
-    assert_int_equal(shard_build(&img, &s, recs, 8), SR_OK);
+    struct sr_buf img;
     struct shard_info si;
-    assert_int_equal(shard_parse(&si, img.data, img.len, img.len, "obj"),
-                     SR_OK);
+    uint8_t *recs = built_shard(8, &s, &img, &si);
     uint64_t off;
     uint32_t len;
     shard_record_span(&si, 3, &off, &len);
@@ -151,12 +158,9 @@ static void test_shard__index_order_is_honoured(void **state)
 {
     (void)state;
     struct shard_schema s;
-    make_schema(&s);
-    uint8_t *recs = make_records(6, s.record_bytes);
-    struct sr_buf img = { 0 };
-    assert_int_equal(shard_build(&img, &s, recs, 6), SR_OK);
+    struct sr_buf img;
     struct shard_info si;
-    assert_int_equal(shard_parse(&si, img.data, img.len, img.len, "t"), SR_OK);
+    uint8_t *recs = built_shard(6, &s, &img, &si);
     assert_true(si.dense);
     uint64_t index_off = si.h.index_off, data_off = si.h.data_off;
     shard_info_free(&si);
