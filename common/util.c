@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -150,6 +151,16 @@ int str_ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+void *big_alloc(size_t n)
+{
+    size_t huge = (size_t)2 << 20;
+    size_t len = (n + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, len ? len : huge);
+    if (p)
+        (void)madvise(p, len, MADV_HUGEPAGE);  /* a hint: failure is fine */
+    return p;
 }
 
 const char *fmt_bytes(char *buf, size_t cap, uint64_t n)

@@ -35,6 +35,11 @@ char *str_trim(char *s);
 /* Does s end with suffix? */
 int str_ends_with(const char *s, const char *suffix);
 
+/* Memory for a buffer of MiBs, freed with free(): 2 MiB aligned and
+ * marked for transparent huge pages, so first touching it faults once per
+ * 2 MiB instead of once per 4 KiB. NULL when out of memory. */
+void *big_alloc(size_t n);
+
 /* Format a byte count as "12.3 MiB" into buf. */
 const char *fmt_bytes(char *buf, size_t cap, uint64_t n);
 

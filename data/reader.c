@@ -125,7 +125,7 @@ static uint8_t *take_buffer(struct reader *r)
 {
     if (r->nspare)
         return r->spare[--r->nspare];
-    uint8_t *p = malloc(r->o.chunk_bytes);
+    uint8_t *p = big_alloc(r->o.chunk_bytes);
     if (p)
         r->nbuffers++;
     return p;

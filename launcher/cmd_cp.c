@@ -87,7 +87,7 @@ static sr_status copy_one(struct storage *st, const struct job *j,
 static void *worker(void *arg)
 {
     struct copier *cp = arg;
-    uint8_t *buf = malloc(CHUNK);
+    uint8_t *buf = big_alloc(CHUNK);
     for (;;) {
         size_t i = atomic_fetch_add(&cp->next, 1);
         if (i >= cp->njobs || atomic_load(&cp->failed))

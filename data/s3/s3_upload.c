@@ -244,7 +244,7 @@ static sr_status take_buffer(struct s3_upload *u)
     }
     if (u->nbufs > (size_t)u->concurrency)
         return SR_FAIL(SR_ERR_INTERNAL, "s3: no free part buffer");
-    u->cur = malloc(u->part_size);
+    u->cur = big_alloc(u->part_size);
     if (!u->cur)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory for a %zu-byte part "
                        "buffer", u->part_size);

@@ -498,6 +498,61 @@ class Hasher {
 
 let hasher = null;
 
+/*
+ * Shared buffers for large bodies, kept for reuse once the store has
+ * written them: a fresh SharedArrayBuffer is zeroed and page-faulted in
+ * by the copy that fills it, which cost more than the copy itself. Sizes
+ * are rounded up to whole MiB; at most POOL_IDLE_BYTES wait idle.
+ */
+const POOL_UNIT = 1 << 20;
+const POOL_IDLE_BYTES = 512 << 20;
+
+class SharedPool {
+  constructor() {
+    this.idle = new Map();
+    this.idleBytes = 0;
+  }
+
+  take(length) {
+    const size = Math.max(POOL_UNIT, Math.ceil(length / POOL_UNIT) * POOL_UNIT);
+    const list = this.idle.get(size);
+    if (list && list.length) {
+      this.idleBytes -= size;
+      return list.pop();
+    }
+    return new SharedArrayBuffer(size);
+  }
+
+  give(memory) {
+    if (this.idleBytes + memory.byteLength > POOL_IDLE_BYTES) return;
+    if (!this.idle.has(memory.byteLength)) this.idle.set(memory.byteLength, []);
+    this.idle.get(memory.byteLength).push(memory);
+    this.idleBytes += memory.byteLength;
+  }
+}
+
+const sharedBodies = new SharedPool();
+
+/* A body of a known length, copied piece by piece as it arrives into a
+ * pooled shared buffer (the pieces are garbage at once instead of living
+ * until the body is whole). */
+function readBodyShared(req, length) {
+  return new Promise((resolve, reject) => {
+    const body = Buffer.from(sharedBodies.take(length), 0, length);
+    let at = 0;
+    req.on('data', chunk => {
+      if (at + chunk.length <= length) at += chunk.copy(body, at);
+      else at = length + 1;
+    });
+    req.on('end', () => (at === length ? resolve(body)
+      : reject(new S3Fail(400, 'IncompleteBody', 'The request body does not match its Content-Length'))));
+    req.on('error', reject);
+    req.on('close', () => {
+      if (!req.complete) reject(new S3Fail(400, 'IncompleteBody', 'The request body ended early'));
+    });
+  });
+}
+
 /* SHA-256 of a body read in pieces, and its MD5 when that came for free. */
 async function hashBody(chunks) {
   const length = chunks.reduce((n, chunk) => n + chunk.length, 0);
@@ -514,9 +569,21 @@ async function hashBody(chunks) {
   return { sha256, md5, chunks: [shared] };
 }
 
+/* The body of a signed request, read and hashed: {chunks, sha256, md5,
+ * release}. release() hands a pooled buffer back once the body is stored. */
+async function readSignedBody(req) {
+  const length = Number(req.headers['content-length']);
+  if (!(length >= HASH_OFF_LOOP_BYTES)) return hashBody(await readBodyChunks(req));
+  const body = await readBodyShared(req, length);
+  hasher = hasher || new Hasher(HASH_WORKERS);
+  const { sha256, md5 } = await hasher.hash(body);
+  return { sha256, md5, chunks: [body], release: () => sharedBodies.give(body.buffer) };
+}
+
 /* Hands s3rver a fresh stream holding a body this middleware has already
- * read, with its MD5 when known (the store's writes then skip hashing). */
-function replayBody(ctx, chunks, md5 = null) {
+ * read, with its MD5 when known (the store's writes then skip hashing) and
+ * what to call once the store has written it. */
+function replayBody(ctx, chunks, md5 = null, release = null) {
   const original = ctx.req;
   const replay = new PassThrough();
   for (const name of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion',
@@ -524,6 +591,7 @@ function replayBody(ctx, chunks, md5 = null) {
     replay[name] = original[name];
   }
   if (md5) replay.bodyMd5 = md5;
+  if (release) replay.stored = release;
   for (const chunk of chunks) replay.write(chunk);
   replay.end();
   ctx.req = ctx.request.req = ctx.response.req = replay;
@@ -583,6 +651,7 @@ async function writeWhole(file, content) {
   });
   await viaTemporary(file, tmp => pipeline(
     Buffer.isBuffer(content) ? Readable.from([content]) : content, count, fs.createWriteStream(tmp)));
+  if (typeof content.stored === 'function') content.stored();
   return { size, md5: known || md5.digest('hex') };
 }
 
@@ -935,19 +1004,20 @@ function spotrunMiddleware(cfg) {
     const signedEmpty = payloadHash === EMPTY_SHA256 &&
       !('content-length' in ctx.req.headers || 'transfer-encoding' in ctx.req.headers);
     if ((payloadHash && !signedEmpty) || op === 'CompleteMultipartUpload') {
-      let chunks = await readBodyChunks(ctx.req);
-      let md5 = null;
+      let chunks, md5 = null, release = null;
       if (payloadHash) {
         let computed;
-        ({ sha256: computed, md5, chunks } = await hashBody(chunks));
+        ({ sha256: computed, md5, chunks, release } = await readSignedBody(ctx.req));
         if (computed !== payloadHash) {
           throw new S3Fail(400, 'XAmzContentSHA256Mismatch',
             "The provided 'x-amz-content-sha256' header does not match what was computed.",
             { ClientComputedContentSHA256: payloadHash, S3ComputedContentSHA256: computed });
         }
+      } else {
+        chunks = await readBodyChunks(ctx.req);
       }
       if (op === 'CompleteMultipartUpload') body = Buffer.concat(chunks);
-      replayBody(ctx, chunks, md5);
+      replayBody(ctx, chunks, md5, release);
     }
     if (await before(ctx, op, where, body)) return;
 

@@ -376,6 +376,22 @@ def payload_hash_checked(server, workdir):
     got = client(server).get_object(Bucket=BUCKET, Key="hash/large")
     require(got["Body"].read() == large, "a body hashed on a worker thread is stored differently")
     require(got["ETag"] == f'"{md5_hex(large)}"', f"ETag {got['ETag']} of a body hashed on a worker thread")
+    # their buffers are reused once stored: bodies of one size, one after
+    # another and then at once, each reads back as it was sent
+    bodies = [os.urandom(3 * MIB + 4096 * i) for i in range(8)]
+
+    def put(i):
+        status, body, _ = signed(server, "PUT", f"/{BUCKET}/hash/pooled-{i}", body=bodies[i])
+        expect(status, body, 200)
+
+    for i in range(2):
+        put(i)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(put, range(2, len(bodies))))
+    for i, data in enumerate(bodies):
+        got = client(server).get_object(Bucket=BUCKET, Key=f"hash/pooled-{i}")
+        require(got["Body"].read() == data, f"body {i} of a reused buffer is stored differently")
+        require(got["ETag"] == f'"{md5_hex(data)}"', f"ETag {got['ETag']} of body {i} in a reused buffer")
 
 
 @check
