@@ -446,8 +446,8 @@ const readBody = async req => Buffer.concat(await readBodyChunks(req));
  * Hashing a large request body (SHA-256 against the signed payload hash,
  * MD5 for its ETag) runs on worker threads, so the event loop goes on
  * receiving and answering other requests meanwhile. The body is copied
- * once into shared memory; the workers read it there and the store writes
- * it from there.
+ * once, as it arrives, into a pooled buffer; the buffer moves to a worker
+ * (a transfer, not a copy) and back, and the store writes from it.
  */
 const HASH_WORKERS = 2;
 const HASH_OFF_LOOP_BYTES = 1 << 20;
@@ -456,11 +456,9 @@ const { parentPort } = require('worker_threads');
 const crypto = require('crypto');
 parentPort.on('message', ({ id, memory, length }) => {
   const body = Buffer.from(memory, 0, length);
-  parentPort.postMessage({
-    id,
-    sha256: crypto.createHash('sha256').update(body).digest('hex'),
-    md5: crypto.createHash('md5').update(body).digest('hex'),
-  });
+  const sha256 = crypto.createHash('sha256').update(body).digest('hex');
+  const md5 = crypto.createHash('md5').update(body).digest('hex');
+  parentPort.postMessage({ id, sha256, md5, memory }, [memory]);
 });
 `;
 
@@ -472,8 +470,8 @@ class Hasher {
     for (let i = 0; i < count; i++) {
       const worker = new Worker(HASH_WORKER_SOURCE, { eval: true });
       const pending = new Map();
-      worker.on('message', ({ id, sha256, md5 }) => {
-        pending.get(id).resolve({ sha256, md5 });
+      worker.on('message', ({ id, sha256, md5, memory }) => {
+        pending.get(id).resolve({ sha256, md5, memory });
         pending.delete(id);
       });
       worker.on('error', err => {
@@ -485,45 +483,53 @@ class Hasher {
     }
   }
 
-  /* {sha256, md5} in hex of body, a Buffer over a SharedArrayBuffer. */
-  hash(body) {
+  /* {sha256, md5} in hex of body (a Buffer at the start of its own
+   * ArrayBuffer, which is moved to the worker meanwhile) and body again. */
+  async hash(body) {
     const { worker, pending } = this.workers[this.turn++ % this.workers.length];
     const id = this.seq++;
-    return new Promise((resolve, reject) => {
+    const length = body.length;
+    const { sha256, md5, memory } = await new Promise((resolve, reject) => {
       pending.set(id, { resolve, reject });
-      worker.postMessage({ id, memory: body.buffer, length: body.length });
+      worker.postMessage({ id, memory: body.buffer, length }, [body.buffer]);
     });
+    return { sha256, md5, body: Buffer.from(memory, 0, length) };
   }
 }
 
 let hasher = null;
 
 /*
- * Shared buffers for large bodies, kept for reuse once the store has
- * written them: a fresh SharedArrayBuffer is zeroed and page-faulted in
- * by the copy that fills it, which cost more than the copy itself. Sizes
- * are rounded up to whole MiB; at most POOL_IDLE_BYTES wait idle.
+ * Buffers for large bodies, kept for reuse once the store has written
+ * them: a fresh one is zeroed and faulted in page by page by the copy that
+ * fills it, which costs more than the copy itself. Sizes are rounded up to
+ * whole MiB; at most POOL_IDLE_BYTES wait idle.
  */
 const POOL_UNIT = 1 << 20;
 const POOL_IDLE_BYTES = 512 << 20;
 
-class SharedPool {
+class BufferPool {
   constructor() {
     this.idle = new Map();
     this.idleBytes = 0;
   }
 
+  /* A Buffer of length bytes at the start of an ArrayBuffer of its own. */
   take(length) {
     const size = Math.max(POOL_UNIT, Math.ceil(length / POOL_UNIT) * POOL_UNIT);
     const list = this.idle.get(size);
+    let memory;
     if (list && list.length) {
       this.idleBytes -= size;
-      return list.pop();
+      memory = list.pop();
+    } else {
+      memory = new ArrayBuffer(size);
     }
-    return new SharedArrayBuffer(size);
+    return Buffer.from(memory, 0, length);
   }
 
-  give(memory) {
+  give(body) {
+    const memory = body.buffer;
     if (this.idleBytes + memory.byteLength > POOL_IDLE_BYTES) return;
     if (!this.idle.has(memory.byteLength)) this.idle.set(memory.byteLength, []);
     this.idle.get(memory.byteLength).push(memory);
@@ -531,14 +537,14 @@ class SharedPool {
   }
 }
 
-const sharedBodies = new SharedPool();
+const bodyBuffers = new BufferPool();
 
 /* A body of a known length, copied piece by piece as it arrives into a
- * pooled shared buffer (the pieces are garbage at once instead of living
- * until the body is whole). */
-function readBodyShared(req, length) {
+ * pooled buffer (the pieces are garbage at once instead of living until
+ * the body is whole). */
+function readBodyPooled(req, length) {
   return new Promise((resolve, reject) => {
-    const body = Buffer.from(sharedBodies.take(length), 0, length);
+    const body = bodyBuffers.take(length);
     let at = 0;
     req.on('data', chunk => {
       if (at + chunk.length <= length) at += chunk.copy(body, at);
@@ -553,31 +559,31 @@ function readBodyShared(req, length) {
   });
 }
 
-/* SHA-256 of a body read in pieces, and its MD5 when that came for free. */
-async function hashBody(chunks) {
-  const length = chunks.reduce((n, chunk) => n + chunk.length, 0);
-  if (length < HASH_OFF_LOOP_BYTES) {
-    const sha = crypto.createHash('sha256');
-    for (const chunk of chunks) sha.update(chunk);
-    return { sha256: sha.digest('hex'), md5: null, chunks };
-  }
-  const shared = Buffer.from(new SharedArrayBuffer(length));
-  let at = 0;
-  for (const chunk of chunks) at += chunk.copy(shared, at);
-  hasher = hasher || new Hasher(HASH_WORKERS);
-  const { sha256, md5 } = await hasher.hash(shared);
-  return { sha256, md5, chunks: [shared] };
-}
-
 /* The body of a signed request, read and hashed: {chunks, sha256, md5,
- * release}. release() hands a pooled buffer back once the body is stored. */
+ * release}, where release() hands a pooled buffer back once the body is
+ * stored. A small body is hashed here, a large one on a worker (its MD5
+ * then comes along). */
 async function readSignedBody(req) {
   const length = Number(req.headers['content-length']);
-  if (!(length >= HASH_OFF_LOOP_BYTES)) return hashBody(await readBodyChunks(req));
-  const body = await readBodyShared(req, length);
+  let body;
+  if (length >= HASH_OFF_LOOP_BYTES) {
+    body = await readBodyPooled(req, length);
+  } else {
+    const chunks = await readBodyChunks(req);
+    const total = chunks.reduce((n, chunk) => n + chunk.length, 0);
+    if (total < HASH_OFF_LOOP_BYTES) {
+      const sha = crypto.createHash('sha256');
+      for (const chunk of chunks) sha.update(chunk);
+      return { sha256: sha.digest('hex'), md5: null, chunks, release: null };
+    }
+    body = bodyBuffers.take(total);
+    let at = 0;
+    for (const chunk of chunks) at += chunk.copy(body, at);
+  }
   hasher = hasher || new Hasher(HASH_WORKERS);
-  const { sha256, md5 } = await hasher.hash(body);
-  return { sha256, md5, chunks: [body], release: () => sharedBodies.give(body.buffer) };
+  const hashed = await hasher.hash(body);
+  return { sha256: hashed.sha256, md5: hashed.md5, chunks: [hashed.body],
+    release: () => bodyBuffers.give(hashed.body) };
 }
 
 /* Hands s3rver a fresh stream holding a body this middleware has already
