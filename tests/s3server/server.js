@@ -818,19 +818,16 @@ async function checkParts(dir, parts) {
         'The parts list must be specified in order by part number.');
     }
   }
-  const stored = [];
-  for (const part of parts) {
+  const stored = await Promise.all(parts.map(async part => {
     const file = path.join(dir, String(part.number));
     try {
-      stored.push({
-        size: (await fs.promises.stat(file)).size,
-        md5: await fs.promises.readFile(`${file}.md5`, 'utf8'),
-      });
+      const [stat, md5] = await Promise.all([fs.promises.stat(file), fs.promises.readFile(`${file}.md5`, 'utf8')]);
+      return { size: stat.size, md5 };
     } catch (err) {
       if (err.code !== 'ENOENT') throw err;
-      stored.push(null);
+      return null;
     }
-  }
+  }));
   parts.forEach((part, i) => {
     if (!stored[i] || stored[i].md5 !== part.etag.toLowerCase()) {
       throw new S3Fail(400, 'InvalidPart', 'One or more of the specified parts could not be found. ' +
