@@ -426,18 +426,25 @@ function authenticate(ctx, cfg) {
 // ---------------------------------------------------------------------------
 // Request bodies
 
-/* The pieces of a request body as they arrived (kept apart: joining a
- * part of many MiB into one buffer would copy it once more). */
-function readBodyChunks(req) {
+/* Hands each piece of a request body to onPiece as it arrives; resolves
+ * at the end of the body, rejects when it ends early. */
+function eachBodyPiece(req, onPiece) {
   return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on('data', chunk => chunks.push(chunk));
-    req.on('end', () => resolve(chunks));
+    req.on('data', onPiece);
+    req.on('end', resolve);
     req.on('error', reject);
     req.on('close', () => {
       if (!req.complete) reject(new S3Fail(400, 'IncompleteBody', 'The request body ended early'));
     });
   });
+}
+
+/* The pieces of a request body as they arrived (kept apart: joining a
+ * part of many MiB into one buffer would copy it once more). */
+async function readBodyChunks(req) {
+  const chunks = [];
+  await eachBodyPiece(req, chunk => chunks.push(chunk));
+  return chunks;
 }
 
 const readBody = async req => Buffer.concat(await readBodyChunks(req));
@@ -542,21 +549,15 @@ const bodyBuffers = new BufferPool();
 /* A body of a known length, copied piece by piece as it arrives into a
  * pooled buffer (the pieces are garbage at once instead of living until
  * the body is whole). */
-function readBodyPooled(req, length) {
-  return new Promise((resolve, reject) => {
-    const body = bodyBuffers.take(length);
-    let at = 0;
-    req.on('data', chunk => {
-      if (at + chunk.length <= length) at += chunk.copy(body, at);
-      else at = length + 1;
-    });
-    req.on('end', () => (at === length ? resolve(body)
-      : reject(new S3Fail(400, 'IncompleteBody', 'The request body does not match its Content-Length'))));
-    req.on('error', reject);
-    req.on('close', () => {
-      if (!req.complete) reject(new S3Fail(400, 'IncompleteBody', 'The request body ended early'));
-    });
+async function readBodyPooled(req, length) {
+  const body = bodyBuffers.take(length);
+  let at = 0;
+  await eachBodyPiece(req, chunk => {
+    if (at + chunk.length <= length) at += chunk.copy(body, at);
+    else at = length + 1;
   });
+  if (at !== length) throw new S3Fail(400, 'IncompleteBody', 'The request body does not match its Content-Length');
+  return body;
 }
 
 /* The body of a signed request, read and hashed: {chunks, sha256, md5,

@@ -150,6 +150,25 @@ def send(server, method, target, headers=None, body=b""):
         conn.close()
 
 
+def send_cut_off(server, target, headers, length, sent):
+    """Starts a PUT announcing a body of `length` bytes, sends `sent` of it and hangs up."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("PUT", target, skip_accept_encoding=True)
+    for name, value in {**headers, "Content-Length": str(length)}.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(sent)
+    conn.close()
+
+
+def no_temporary_left(server):
+    """Waits up to 10 s for the server to remove its temporary files."""
+    deadline = time.monotonic() + 10
+    while list((server.data_dir / BUCKET).rglob("*.writing")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    require(not list((server.data_dir / BUCKET).rglob("*.writing")), "a temporary file was left")
+
+
 def signed(server, method, path, tamper=None, **kwargs):
     """Signs, optionally alters (tamper(target, headers, body) -> same), and sends."""
     target, headers, body = sign(server, method, path, **kwargs)
@@ -392,6 +411,16 @@ def payload_hash_checked(server, workdir):
         got = client(server).get_object(Bucket=BUCKET, Key=f"hash/pooled-{i}")
         require(got["Body"].read() == data, f"body {i} of a reused buffer is stored differently")
         require(got["ETag"] == f'"{md5_hex(data)}"', f"ETag {got['ETag']} of body {i} in a reused buffer")
+    # one cut off half way (read into a pooled buffer, never hashed) leaves
+    # the object as it was, and the next body of that size is stored whole
+    target, headers, _ = sign(server, "PUT", f"/{BUCKET}/hash/pooled-0", body=bodies[1])
+    send_cut_off(server, target, headers, len(bodies[1]), bodies[1][:len(bodies[1]) // 2])
+    no_temporary_left(server)
+    put(1)
+    require(client(server).get_object(Bucket=BUCKET, Key="hash/pooled-0")["Body"].read() == bodies[0],
+            "a large body cut off half way changed the object")
+    require(client(server).get_object(Bucket=BUCKET, Key="hash/pooled-1")["Body"].read() == bodies[1],
+            "the body after one cut off half way is stored differently")
 
 
 @check
@@ -491,17 +520,8 @@ def writes_whole_when_answered(server, workdir):
     # a body cut off half way leaves the old object as it was, and no
     # temporary file
     target, headers, _ = sign(server, "PUT", f"/{BUCKET}/settle/obj-0", unsigned_payload=True)
-    cut = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    cut.putrequest("PUT", target, skip_accept_encoding=True)
-    for name, value in {**headers, "Content-Length": str(len(body))}.items():
-        cut.putheader(name, value)
-    cut.endheaders()
-    cut.send(b"y" * MIB)
-    cut.close()
-    deadline = time.monotonic() + 10
-    while list((server.data_dir / BUCKET).rglob("*.writing")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    require(not list((server.data_dir / BUCKET).rglob("*.writing")), "a temporary file was left")
+    send_cut_off(server, target, headers, len(body), b"y" * MIB)
+    no_temporary_left(server)
     got = s3.get_object(Bucket=BUCKET, Key="settle/obj-0")["Body"].read()
     require(got == body, "an interrupted overwrite changed the object")
 
