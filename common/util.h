@@ -40,6 +40,12 @@ int str_ends_with(const char *s, const char *suffix);
  * 2 MiB instead of once per 4 KiB. NULL when out of memory. */
 void *big_alloc(size_t n);
 
+/* memcpy for a destination that will not be read again soon (a download
+ * landing in a buffer of MiBs): on x86-64 the stores bypass the cache,
+ * so they neither read the destination's lines first nor evict what the
+ * caller works on. Elsewhere plain memcpy. */
+void copy_uncached(void *dst, const void *src, size_t n);
+
 /* Format a byte count as "12.3 MiB" into buf. */
 const char *fmt_bytes(char *buf, size_t cap, uint64_t n);
 

@@ -246,7 +246,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
             b = hi;
         if (a < b) {
             const char *src = p + (a - r->body_pos);
-            memcpy((char *)x->req.dst + (a - lo), src, (size_t)(b - a));
+            copy_uncached((char *)x->req.dst + (a - lo), src, (size_t)(b - a));
             if (x->req.tap)
                 x->req.tap->fn(x->req.tap->arg, a, src, (size_t)(b - a));
             if (b - lo > r->got)
