@@ -38,7 +38,6 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
-#define HASH_BUCKETS 4096
 #define RING_MIN 65536
 #define RING_MAX (4u << 20)
 
@@ -54,7 +53,6 @@ struct chunk {
     sr_status err;
     char *errmsg;
     uint64_t last_use;          /* last planned request that needs it */
-    struct chunk *hnext;        /* hash chain */
     struct chunk *rnext;        /* resident list */
     struct chunk *qnext;        /* fetch queue */
 };
@@ -63,6 +61,7 @@ struct shard_slot {
     int loaded;
     int refs;                   /* resident chunks of this shard */
     struct shard_info si;
+    struct chunk **chunks;      /* while loaded: resident chunk by number */
 };
 
 struct plan_entry {
@@ -100,8 +99,7 @@ struct reader {
     uint64_t held_end;          /* end of the batch it holds */
     uint64_t want_end;          /* end of the batch it is waiting for */
     struct plan_entry *ring;
-    uint64_t ring_cap;
-    struct chunk *hash[HASH_BUCKETS];
+    uint64_t ring_cap;          /* a power of two */
     struct chunk *resident;
     struct chunk *qhead, *qtail;
     uint64_t bytes;             /* resident + in-flight */
@@ -155,20 +153,20 @@ void reader_default_opts(struct reader_opts *o)
     o->cache_limit = 10ull << 30;
 }
 
-static unsigned hash_key(uint32_t shard, uint64_t idx)
-{
-    uint64_t h = ((uint64_t)shard * 0x9e3779b97f4a7c15ULL) ^
-                 (idx * 0xbf58476d1ce4e5b9ULL);
-    return (unsigned)(h >> 52) & (HASH_BUCKETS - 1);
-}
-
-static struct chunk *find_chunk(struct reader *r, uint32_t shard,
+/* The resident chunk idx of shard, if any (lock held). */
+static struct chunk *find_chunk(const struct reader *r, uint32_t shard,
                                 uint64_t idx)
 {
-    for (struct chunk *c = r->hash[hash_key(shard, idx)]; c; c = c->hnext)
-        if (c->shard == shard && c->idx == idx)
-            return c;
-    return NULL;
+    const struct shard_slot *ss = &r->shards[shard];
+    return ss->loaded ? ss->chunks[idx] : NULL;
+}
+
+static void unload_shard(struct shard_slot *ss)
+{
+    shard_info_free(&ss->si);
+    free(ss->chunks);
+    ss->chunks = NULL;
+    ss->loaded = 0;
 }
 
 static void sleep_s(double s)
@@ -498,22 +496,43 @@ static void *fetcher_main(void *arg)
 
 /* ---- planning ---- */
 
-/* Header, schema and index of shard s (lock not held). */
+/* Header, schema and index of shard s (lock not held). One read, sized
+ * from the record count the dataset lists (schema text is small), gets
+ * them all in the usual case; a second one fetches whatever is left. */
+#define SCHEMA_SLACK (16u << 10)
+
 static sr_status load_shard(struct reader *r, uint32_t s,
                             struct shard_info *si)
 {
     char uri[STORAGE_URI_MAX];
     SR_TRY(dataset_shard_uri(r->ds, s, uri, sizeof uri));
-    uint8_t hdr[SHARD_HEADER_BYTES];
-    struct shard_header h;
-    uint64_t size = r->ds->shards[s].bytes;
-    SR_TRY(storage_read(r->st, uri, 0, hdr, sizeof hdr));
-    SR_TRY(shard_parse_header(&h, hdr, size, uri));
-    uint64_t plen = shard_prefix_bytes(&h);
-    uint8_t *prefix = malloc((size_t)plen);
+    const struct dataset_shard *d = &r->ds->shards[s];
+    uint64_t size = d->bytes;
+    uint64_t got = SHARD_HEADER_BYTES + SCHEMA_SLACK +
+                   d->nrec * SHARD_INDEX_ENTRY_BYTES;
+    if (got > size)
+        got = size;
+    if (got < SHARD_HEADER_BYTES)
+        got = SHARD_HEADER_BYTES;      /* too short: the header says so */
+    uint8_t *prefix = malloc((size_t)got);
     if (!prefix)
         return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", uri);
-    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)plen);
+    struct shard_header h;
+    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)got);
+    if (st == SR_OK)
+        st = shard_parse_header(&h, prefix, size, uri);
+    uint64_t plen = st == SR_OK ? shard_prefix_bytes(&h) : 0;
+    if (st == SR_OK && plen > got) {
+        uint8_t *p = realloc(prefix, (size_t)plen);
+        if (!p)
+            st = SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index",
+                         uri);
+        else
+            prefix = p;
+        if (st == SR_OK)
+            st = storage_read(r->st, uri, got, prefix + got,
+                              (size_t)(plen - got));
+    }
     if (st == SR_OK)
         st = shard_parse(si, prefix, plen, size, uri);
     free(prefix);
@@ -537,16 +556,11 @@ static void release_done(struct reader *r)
             continue;
         }
         *pp = c->rnext;
-        struct chunk **hp = &r->hash[hash_key(c->shard, c->idx)];
-        while (*hp != c)
-            hp = &(*hp)->hnext;
-        *hp = c->hnext;
         r->bytes -= c->len;
         struct shard_slot *ss = &r->shards[c->shard];
-        if (--ss->refs == 0 && ss->loaded) {
-            shard_info_free(&ss->si);
-            ss->loaded = 0;
-        }
+        ss->chunks[c->idx] = NULL;
+        if (--ss->refs == 0)
+            unload_shard(ss);
         give_buffer(r, c->data);
         free(c->errmsg);
         free(c);
@@ -619,10 +633,26 @@ static uint64_t first_release(const struct reader *r)
 
 struct lookahead {
     uint64_t ids[LOOKAHEAD], recs[LOOKAHEAD];
+    uint64_t chunks[LOOKAHEAD];     /* chunk number in the shard */
     uint32_t shards[LOOKAHEAD];
     size_t pj, pn;
-    uint32_t hint;              /* shard of the last record found */
+    uint32_t recent[4];         /* shards of the last records found, newest
+                                 * first: a shuffle block spans a few */
 };
+
+/* The shard holding record id: one of the recent ones, else looked up. */
+static uint32_t shard_of(const struct dataset *ds, struct lookahead *la,
+                         uint64_t id)
+{
+    for (int i = 0; i < 4; i++) {
+        const struct dataset_shard *h = &ds->shards[la->recent[i]];
+        if (id >= h->first && id - h->first < h->nrec)
+            return la->recent[i];
+    }
+    memmove(la->recent + 1, la->recent, 3 * sizeof *la->recent);
+    la->recent[0] = dataset_find_shard(ds, id);
+    return la->recent[0];
+}
 
 /* Raise c's last_use to `use` (a request that reads it). */
 static void keep_until(struct chunk *c, uint64_t use)
@@ -640,6 +670,7 @@ static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
     memmove(la->ids, la->ids + la->pj, have * sizeof *la->ids);
     memmove(la->recs, la->recs + la->pj, have * sizeof *la->recs);
     memmove(la->shards, la->shards + la->pj, have * sizeof *la->shards);
+    memmove(la->chunks, la->chunks + la->pj, have * sizeof *la->chunks);
     la->pj = 0;
     la->pn = have;
     uint64_t first = r->plan_i + have, left = r->count - first;
@@ -657,20 +688,17 @@ static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
             break;
         }
         la->ids[j] = id;
-        /* a block shuffle keeps neighbours in a few shards */
-        const struct dataset_shard *h = &r->ds->shards[la->hint];
-        if (id < h->first || id - h->first >= h->nrec)
-            la->hint = dataset_find_shard(r->ds, id);
-        la->shards[j] = la->hint;
-        la->recs[j] = id - r->ds->shards[la->hint].first;
+        uint32_t shard = shard_of(r->ds, la, id);
+        la->shards[j] = shard;
+        la->recs[j] = id - r->ds->shards[shard].first;
+        la->chunks[j] = la->recs[j] / r->per_chunk;
     }
     pthread_mutex_lock(&r->mu);
     if (bad != SR_OK)
         return bad;
     la->pn = have + k;
     for (size_t j = have; j < la->pn; j++) {
-        struct chunk *c = find_chunk(r, la->shards[j],
-                                     la->recs[j] / r->per_chunk);
+        struct chunk *c = find_chunk(r, la->shards[j], la->chunks[j]);
         if (c)
             keep_until(c, r->plan_i + j);
     }
@@ -683,8 +711,7 @@ static void keep_for_lookahead(struct reader *r, const struct lookahead *la,
                                size_t j, struct chunk *c)
 {
     for (size_t k = j + 1; k < la->pn; k++)
-        if (la->shards[k] == c->shard &&
-            la->recs[k] / r->per_chunk == c->idx)
+        if (la->shards[k] == c->shard && la->chunks[k] == c->idx)
             keep_until(c, r->plan_i + (k - j));
 }
 
@@ -733,14 +760,22 @@ static void *planner_main(void *arg)
                 pthread_mutex_unlock(&r->mu);
                 sr_status st = load_shard(r, shard, &si);
                 pthread_mutex_lock(&r->mu);
+                uint64_t n = (si.h.nrec + r->per_chunk - 1) / r->per_chunk;
+                struct chunk **chunks = st == SR_OK
+                    ? calloc(n ? n : 1, sizeof *chunks) : NULL;
+                if (st == SR_OK && !chunks) {
+                    shard_info_free(&si);
+                    st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+                }
                 if (st != SR_OK) {
                     set_fatal(r, st);
                     break;
                 }
                 ss->si = si;
+                ss->chunks = chunks;
                 ss->loaded = 1;
             }
-            uint64_t idx = recs[pj] / r->per_chunk;
+            uint64_t idx = la->chunks[pj];
             struct chunk *c = find_chunk(r, shard, idx);
             if (!c && r->cons_i != released_at) {
                 /* the consumer moved on while this was planned: release
@@ -766,9 +801,7 @@ static void *planner_main(void *arg)
                 *c = geo;
                 c->state = C_QUEUED;
                 pthread_cond_signal(&r->fetch_cv);
-                unsigned h = hash_key(shard, idx);
-                c->hnext = r->hash[h];
-                r->hash[h] = c;
+                ss->chunks[idx] = c;
                 c->rnext = r->resident;
                 r->resident = c;
                 if (r->qtail)
@@ -783,7 +816,7 @@ static void *planner_main(void *arg)
                 keep_for_lookahead(r, la, pj, c);
             }
             keep_until(c, r->plan_i);
-            r->ring[r->plan_i % r->ring_cap] = (struct plan_entry){
+            r->ring[r->plan_i & (r->ring_cap - 1)] = (struct plan_entry){
                 .c = c, .shard = shard, .rec = recs[pj], .id = ids[pj] };
             r->plan_i++;
             pj++;
@@ -833,11 +866,9 @@ sr_status reader_open(struct reader **out, struct storage *st,
     r->count = count;
     size_t rb = ds->schema.record_bytes;
     r->per_chunk = r->o.chunk_bytes / rb ? r->o.chunk_bytes / rb : 1;
-    r->ring_cap = r->o.window_bytes / rb;
-    if (r->ring_cap < RING_MIN)
-        r->ring_cap = RING_MIN;
-    if (r->ring_cap > RING_MAX)
-        r->ring_cap = RING_MAX;
+    r->ring_cap = RING_MIN;     /* a window's records, rounded up */
+    while (r->ring_cap < r->o.window_bytes / rb && r->ring_cap < RING_MAX)
+        r->ring_cap *= 2;
     sr_status s = SR_OK;
     if (opts->cache_dir && opts->cache_dir[0]) {
         if (str_copy(r->cache_dir, sizeof r->cache_dir, opts->cache_dir))
@@ -920,7 +951,7 @@ sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
             s = SR_FAIL(r->fatal, "%s", r->fatal_msg);
             break;
         }
-        struct plan_entry *e = &r->ring[i % r->ring_cap];
+        struct plan_entry *e = &r->ring[i & (r->ring_cap - 1)];
         while (e->c->state == C_QUEUED || e->c->state == C_FETCHING)
             consumer_wait(r);
         if (e->c->state == C_FAILED) {
@@ -972,7 +1003,7 @@ void reader_close(struct reader *r)
     }
     for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
         if (r->shards[s].loaded)
-            shard_info_free(&r->shards[s].si);
+            unload_shard(&r->shards[s]);
     pthread_cond_destroy(&r->fetch_cv);
     pthread_cond_destroy(&r->plan_cv);
     pthread_cond_destroy(&r->cons_cv);

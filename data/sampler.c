@@ -97,9 +97,13 @@ uint64_t sampler_at(struct sampler *s, uint64_t pos)
 {
     uint64_t v = pos;
     if (s->shuffle) {
-        uint64_t k = pos / s->block;
-        if (k != s->cached)
+        /* (no division while pos stays in the cached block: pos below it
+         * wraps to a large offset) */
+        uint64_t k = s->cached;
+        if (k == UINT64_MAX || pos - k * s->block >= s->block) {
+            k = pos / s->block;
             build_block(s, k);
+        }
         v = k * s->block + s->perm[pos - k * s->block];
     }
     /* the last shard of the order starting at or before v (a halving with

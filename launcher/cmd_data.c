@@ -156,12 +156,11 @@ struct stream_seq {
 static uint64_t stream_at(void *arg, uint64_t i)
 {
     struct stream_seq *q = arg;
-    uint64_t e = i / q->per_epoch;
-    if (e != q->epoch) {
-        sampler_set_epoch(&q->s, e);
-        q->epoch = e;
+    if (q->epoch == UINT64_MAX || i - q->epoch * q->per_epoch >= q->per_epoch) {
+        q->epoch = i / q->per_epoch;
+        sampler_set_epoch(&q->s, q->epoch);
     }
-    return sampler_at(&q->s, i % q->per_epoch);
+    return sampler_at(&q->s, i - q->epoch * q->per_epoch);
 }
 
 /* Every record in training order (one rank's view of a 1-rank job),
