@@ -4,7 +4,8 @@
  * than the dataset holds (resident bytes stay within it); rank slices
  * together cover the global sequence; a flipped byte or a shard that
  * disappears fails with the object and offset named; a cache directory
- * serves a second pass without touching storage.
+ * serves a second pass without touching storage; a shard whose index
+ * lies further in than the reader's first read of it is read whole.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <isa-l/crc.h>
 
 #include "data/reader.h"
 #include "data/sampler.h"
@@ -386,6 +389,59 @@ static void test_reader__records_checked_as_they_land(void **state)
     dataset_close(&d);
 }
 
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The format lets zero padding of any 64-multiple precede the records.
+ * With 40 KiB of it, the schema and index end past what the reader's
+ * first read of a shard covers (the index's size plus 16 KiB), so it
+ * reads the rest; the records still come out right. */
+static void test_reader__index_beyond_the_first_read(void **state)
+{
+    (void)state;
+    const uint64_t n = 3000, pad = 40u << 10;
+    char padded[160];
+    snprintf(padded, sizeof padded, "%s/padded", dir);
+    struct shard_schema sch = ds.schema;
+    struct dataset_writer *w;
+    assert_int_equal(dataset_writer_open(&w, st, padded, &sch, 16u << 20),
+                     SR_OK);
+    assert_int_equal(dataset_writer_add(w, truth, n), SR_OK);
+    assert_int_equal(dataset_writer_finish(w, NULL, NULL), SR_OK);
+    struct dataset d;
+    assert_int_equal(dataset_open(&d, st, padded), SR_OK);
+    assert_int_equal(d.nshards, 1);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", padded, d.shards[0].name);
+
+    uint64_t size = d.shards[0].bytes;
+    uint8_t *old = malloc(size), *img = calloc(1, size + pad);
+    assert_int_equal(storage_read(st, path, 0, old, size), SR_OK);
+    struct shard_header h;
+    assert_int_equal(shard_parse_header(&h, old, size, path), SR_OK);
+    assert_true(h.data_off < SHARD_HEADER_BYTES + (16u << 10) +
+                n * SHARD_INDEX_ENTRY_BYTES);
+    memcpy(img, old, h.data_off);
+    memcpy(img + h.data_off + pad, old + h.data_off, size - h.data_off);
+    put_le(img + 32, h.data_off + pad, 8);
+    put_le(img + 48, crc32_gzip_refl(0, img + SHARD_HEADER_BYTES,
+                                     h.data_off + pad - SHARD_HEADER_BYTES), 4);
+    put_le(img + 60, crc32_gzip_refl(0, img, 60), 4);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(img, 1, size + pad, f), size + pad);
+    fclose(f);
+    d.shards[0].bytes = size + pad;     /* as an index listing it would */
+
+    assert_int_equal(read_all(&d, n), SR_OK);
+    free(old);
+    free(img);
+    dataset_close(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_reader__cache_serves_the_second_pass),
         cmocka_unit_test(test_reader__corruption_and_loss_are_named),
         cmocka_unit_test(test_reader__records_checked_as_they_land),
+        cmocka_unit_test(test_reader__index_beyond_the_first_read),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
