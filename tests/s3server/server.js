@@ -12,7 +12,6 @@
  * See README.md in this folder for the command line and the control endpoint.
  */
 
-const { spawn } = require('child_process');
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
@@ -599,6 +598,7 @@ function replayBody(ctx, chunks, md5 = null, release = null) {
   }
   if (md5) replay.bodyMd5 = md5;
   if (release) replay.stored = release;
+  replay.bodyChunks = chunks;
   for (const chunk of chunks) replay.write(chunk);
   replay.end();
   ctx.req = ctx.request.req = ctx.response.req = replay;
@@ -676,21 +676,29 @@ async function viaTemporary(file, write) {
   }
 }
 
-/* Joins files into file with cat(1), off the event loop; returns the
- * joined size. */
-async function joinFiles(file, sources) {
-  let size;
+/* Copies segments [{file, start, size}] one after another into file,
+ * through one reused buffer; returns the joined size. */
+async function joinSegments(file, segments) {
+  const buffer = Buffer.allocUnsafe(8 << 20);
+  let size = 0;
   await viaTemporary(file, async tmp => {
     const out = await fs.promises.open(tmp, 'w');
     try {
-      await new Promise((resolve, reject) => {
-        const cat = spawn('cat', ['--', ...sources], { stdio: ['ignore', out.fd, 'pipe'] });
-        let err = '';
-        cat.stderr.on('data', chunk => { err += chunk; });
-        cat.on('error', reject);
-        cat.on('close', code => (code === 0 ? resolve() : reject(new Error(`cat: ${err.trim() || `exit ${code}`}`))));
-      });
-      ({ size } = await out.stat());
+      for (const segment of segments) {
+        const input = await fs.promises.open(segment.file, 'r');
+        try {
+          for (let done = 0; done < segment.size;) {
+            const want = Math.min(buffer.length, segment.size - done);
+            const { bytesRead } = await input.read(buffer, 0, want, segment.start + done);
+            if (bytesRead === 0) throw new Error(`${segment.file}: ends before byte ${segment.start + segment.size}`);
+            await out.write(buffer, 0, bytesRead);
+            done += bytesRead;
+          }
+        } finally {
+          await input.close();
+        }
+        size += segment.size;
+      }
     } finally {
       await out.close();
     }
@@ -745,32 +753,156 @@ function atomicWrites(store) {
     return result;
   };
   store.putPart = async (bucket, uploadId, partNumber, content) => {
-    const file = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId, String(partNumber));
+    const dir = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
+    const inSlot = await writeSlot(dir, partNumber, content);
+    if (inSlot) return inSlot;
+    const file = path.join(dir, String(partNumber));
     const result = await writeWhole(file, content);
     await fs.promises.writeFile(`${file}.md5`, result.md5);
+    await fs.promises.rm(`${file}.slot`, { force: true }); // the newer upload wins
     return result;
   };
   /*
-   * Completion joins the parts into the object, with cat(1) in its own
-   * process rather than through the event loop. The ETag comes from the
-   * parts' digests (checked against the client's list before s3rver runs),
-   * so the joined bytes are not hashed again: s3rver's own completion
-   * computed an MD5 of the whole object only for it to be replaced.
+   * Completion renames the assembly into place when parts 1..k all lie in
+   * their slots, each but the last a stride long; otherwise it copies the
+   * parts together. The ETag comes from the parts' digests (checked
+   * against the client's list before s3rver runs), so the joined bytes
+   * are not hashed again: s3rver's own completion computed an MD5 of the
+   * whole object only for it to be replaced.
    */
   store.putObjectMultipart = async (bucket, uploadId, parts) => {
     const dir = path.join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
-    const [key, metadata] = await Promise.all([
+    const [key, metadata, stride] = await Promise.all([
       fs.promises.readFile(path.join(dir, 'key'), 'utf8'),
       fs.promises.readFile(path.join(dir, 'metadata'), 'utf8').then(JSON.parse),
+      uploadStride(dir),
     ]);
     const sorted = [...parts].sort((a, b) => a.number - b.number);
-    const size = await joinFiles(store.getResourcePath(bucket, key, 'object'),
-      sorted.map(part => path.join(dir, String(part.number))));
+    const stored = await Promise.all(sorted.map(part => storedPart(dir, part.number)));
+    const object = store.getResourcePath(bucket, key, 'object');
+    const assembly = path.join(dir, ASSEMBLY);
+    const last = sorted.length - 1;
+    const inPlace = stored.every((part, i) => part && part.slot && sorted[i].number === i + 1 &&
+      (i === last ? part.size <= stride : part.size === stride));
+    let size;
+    if (inPlace) {
+      size = last * stride + stored[last].size;
+      await fs.promises.truncate(assembly, size);
+      await fs.promises.mkdir(path.dirname(object), { recursive: true });
+      await fs.promises.rename(assembly, object);
+    } else {
+      size = await joinSegments(object, sorted.map((part, i) => (stored[i].slot
+        ? { file: assembly, start: (part.number - 1) * stride, size: stored[i].size }
+        : { file: path.join(dir, String(part.number)), start: 0, size: stored[i].size })));
+    }
     const md5 = multipartEtag(sorted.map(part => part.etag.toLowerCase()));
     await store.putMetadata(bucket, key, metadata, md5);
     await fs.promises.rm(dir, { recursive: true, force: true });
+    strides.delete(dir);
     return { size, md5 };
   };
+}
+
+/*
+ * Parts of a multipart upload are written straight into one file, the
+ * upload's assembly, part n at (n - 1) x stride: the stride is the size of
+ * the first part of at least MIN_PART_SIZE to arrive (clients use one part
+ * size). Completion then has nothing to copy. A part goes to a file of its
+ * own instead when it is longer than the stride, arrives before the
+ * stride is known, or is uploaded again over one already stored (a slot is
+ * written only while it holds no stored part, so no failed write spoils
+ * one). A part in a slot exists once its record "<n>.slot" (size and MD5)
+ * is written; a part file "<n>" beside it is the newer upload.
+ */
+const ASSEMBLY = 'assembly';
+const strides = new Map(); // upload folder -> stride
+const slotsBusy = new Set(); // "<folder>/<n>" while a slot is written
+
+/* The upload's stride, fixed by a part of `size` when none is yet; null
+ * while unknown. The file "stride" is created whole or not at all (a
+ * link to a written temporary file), so concurrent parts agree on it. */
+async function uploadStride(dir, size = 0) {
+  if (strides.has(dir)) return strides.get(dir);
+  const file = path.join(dir, 'stride');
+  if (size >= MIN_PART_SIZE) {
+    const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
+    try {
+      await fs.promises.writeFile(tmp, String(size));
+      await fs.promises.link(tmp, file);
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+    } finally {
+      await fs.promises.rm(tmp, { force: true });
+    }
+  }
+  let text;
+  try {
+    text = await fs.promises.readFile(file, 'utf8');
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+    return null;
+  }
+  strides.set(dir, Number(text));
+  return strides.get(dir);
+}
+
+const exists = file => fs.promises.access(file).then(() => true, () => false);
+
+/* Writes part n into its slot when it fits there: {size, md5}, or null
+ * when it goes to a file of its own. */
+async function writeSlot(dir, n, content) {
+  const chunks = content.bodyChunks;
+  if (!chunks) return null;
+  const size = chunks.reduce((total, chunk) => total + chunk.length, 0);
+  const busy = `${dir}/${n}`;
+  const stride = await uploadStride(dir, size);
+  const file = path.join(dir, String(n));
+  if (stride === null || size > stride || slotsBusy.has(busy)) return null;
+  slotsBusy.add(busy);
+  try {
+    if (await exists(`${file}.slot`) || await exists(file)) return null;
+    let md5 = content.bodyMd5;
+    if (!md5) {
+      const hash = crypto.createHash('md5');
+      for (const chunk of chunks) hash.update(chunk);
+      md5 = hash.digest('hex');
+    }
+    const out = await fs.promises.open(path.join(dir, ASSEMBLY), fs.constants.O_WRONLY | fs.constants.O_CREAT);
+    try {
+      let at = (n - 1) * stride;
+      for (const chunk of chunks) {
+        for (let done = 0; done < chunk.length;) {
+          const { bytesWritten } = await out.write(chunk, done, chunk.length - done, at + done);
+          done += bytesWritten;
+        }
+        at += chunk.length;
+      }
+    } finally {
+      await out.close();
+    }
+    await viaTemporary(`${file}.slot`, tmp => fs.promises.writeFile(tmp, JSON.stringify({ size, md5 })));
+    if (typeof content.stored === 'function') content.stored();
+    return { size, md5 };
+  } finally {
+    slotsBusy.delete(busy);
+  }
+}
+
+/* Part n as stored: {size, md5, slot}, or null when there is none. */
+async function storedPart(dir, n) {
+  const file = path.join(dir, String(n));
+  try {
+    const [stat, md5] = await Promise.all([fs.promises.stat(file), fs.promises.readFile(`${file}.md5`, 'utf8')]);
+    return { size: stat.size, md5, slot: false };
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  try {
+    return { ...JSON.parse(await fs.promises.readFile(`${file}.slot`, 'utf8')), slot: true };
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+    return null;
+  }
 }
 
 /* The folder where s3rver keeps an upload's parts, after checking it belongs to key. */
@@ -819,16 +951,7 @@ async function checkParts(dir, parts) {
         'The parts list must be specified in order by part number.');
     }
   }
-  const stored = await Promise.all(parts.map(async part => {
-    const file = path.join(dir, String(part.number));
-    try {
-      const [stat, md5] = await Promise.all([fs.promises.stat(file), fs.promises.readFile(`${file}.md5`, 'utf8')]);
-      return { size: stat.size, md5 };
-    } catch (err) {
-      if (err.code !== 'ENOENT') throw err;
-      return null;
-    }
-  }));
+  const stored = await Promise.all(parts.map(part => storedPart(dir, part.number)));
   parts.forEach((part, i) => {
     if (!stored[i] || stored[i].md5 !== part.etag.toLowerCase()) {
       throw new S3Fail(400, 'InvalidPart', 'One or more of the specified parts could not be found. ' +
@@ -954,7 +1077,9 @@ function spotrunMiddleware(cfg) {
     const { bucket, key } = where;
     const uploadId = ctx.query.uploadId;
     if (op === 'AbortMultipartUpload') {
-      await fs.promises.rm(await uploadDir(store, bucket, key, uploadId), { recursive: true, force: true });
+      const dir = await uploadDir(store, bucket, key, uploadId);
+      await fs.promises.rm(dir, { recursive: true, force: true });
+      strides.delete(dir);
       ctx.status = 204;
       return true;
     }

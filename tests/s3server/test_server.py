@@ -509,13 +509,17 @@ def writes_whole_when_answered(server, workdir):
 
     upload = s3.create_multipart_upload(Bucket=BUCKET, Key="settle/mp")["UploadId"]
     part = s3.upload_part(Bucket=BUCKET, Key="settle/mp", UploadId=upload, PartNumber=1, Body=body)
-    parts = [p for p in (server.data_dir / BUCKET).rglob("1") if upload in str(p)]
-    require(len(parts) == 1 and parts[0].stat().st_size == len(body),
-            f"part file right after UploadPart: {[p.stat().st_size for p in parts]}")
+    # (the part is written into its slot of the upload's assembly file)
+    slots = [p for p in (server.data_dir / BUCKET).rglob("1.slot") if upload in str(p)]
+    require(len(slots) == 1, f"part record right after UploadPart: {slots}")
+    assembly = slots[0].parent / "assembly"
+    require(assembly.read_bytes()[:len(body)] == body, "part not whole right after UploadPart")
+    inode = assembly.stat().st_ino
     s3.complete_multipart_upload(Bucket=BUCKET, Key="settle/mp", UploadId=upload,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     stored = server.data_dir / BUCKET / "settle" / "mp._S3rver_object"
     require(stored.stat().st_size == len(body), "object file right after CompleteMultipartUpload")
+    require(stored.stat().st_ino == inode, "the assembly was copied, not renamed into place")
 
     # a body cut off half way leaves the old object as it was, and no
     # temporary file
@@ -582,6 +586,43 @@ def multipart_part_checks(server, workdir):
     complete(s3, "parts/object", upload_id, listed[1:])
     require(s3.get_object(Bucket=BUCKET, Key="parts/object")["Body"].read() == b"small last part",
             "upload with its last part alone")
+
+
+@check
+def multipart_part_layouts(server, workdir):
+    """Parts that do not fit the assembly's slots (a part longer than the
+    stride, one that comes before the stride is known, a part uploaded
+    again, a gap in the part numbers, a part short of the stride before the
+    last) still complete into the right bytes."""
+    s3 = client(server)
+    first, longer, last = os.urandom(5 * MIB), os.urandom(6 * MIB), b"tail" * 1000
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="layouts/a")["UploadId"]
+    listed = {}
+    for number, data in [(3, last), (1, first), (2, longer)]:
+        etag = s3.upload_part(Bucket=BUCKET, Key="layouts/a", UploadId=upload_id,
+                              PartNumber=number, Body=data)["ETag"]
+        listed[number] = {"PartNumber": number, "ETag": etag}
+    done = complete(s3, "layouts/a", upload_id, [listed[n] for n in (1, 2, 3)])
+    require(done["ETag"] == f'"{multipart_etag([first, longer, last])}"', f"ETag {done['ETag']}")
+    got = s3.get_object(Bucket=BUCKET, Key="layouts/a")["Body"].read()
+    require(got == first + longer + last, "parts out of their slots join wrong")
+
+    parts = [os.urandom(5 * MIB) for _ in range(3)] + [b"end" * 100]
+    upload_id, listed = start_upload(s3, "layouts/b", parts)
+    again = os.urandom(5 * MIB)
+    etag = s3.upload_part(Bucket=BUCKET, Key="layouts/b", UploadId=upload_id, PartNumber=2, Body=again)["ETag"]
+    expect_client_error(lambda: complete(s3, "layouts/b", upload_id, listed), 400, "InvalidPart")
+    listed[1] = {"PartNumber": 2, "ETag": etag}
+    complete(s3, "layouts/b", upload_id, [listed[0], listed[1], listed[3]])
+    got = s3.get_object(Bucket=BUCKET, Key="layouts/b")["Body"].read()
+    require(got == parts[0] + again + parts[3], "a part uploaded again, or a gap, joins wrong")
+
+    # all in their slots, but the middle one short of the stride
+    parts = [os.urandom(6 * MIB), os.urandom(5 * MIB), b"end" * 100]
+    upload_id, listed = start_upload(s3, "layouts/c", parts)
+    complete(s3, "layouts/c", upload_id, listed)
+    got = s3.get_object(Bucket=BUCKET, Key="layouts/c")["Body"].read()
+    require(got == b"".join(parts), "a part short of its slot joins wrong")
 
 
 # --- fault injection -------------------------------------------------------------
