@@ -760,12 +760,15 @@ static void *planner_main(void *arg)
                 pthread_mutex_unlock(&r->mu);
                 sr_status st = load_shard(r, shard, &si);
                 pthread_mutex_lock(&r->mu);
-                uint64_t n = (si.h.nrec + r->per_chunk - 1) / r->per_chunk;
-                struct chunk **chunks = st == SR_OK
-                    ? calloc(n ? n : 1, sizeof *chunks) : NULL;
-                if (st == SR_OK && !chunks) {
-                    shard_info_free(&si);
-                    st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+                struct chunk **chunks = NULL;
+                if (st == SR_OK) {
+                    uint64_t n = (si.h.nrec + r->per_chunk - 1) /
+                                 r->per_chunk;
+                    chunks = calloc(n ? n : 1, sizeof *chunks);
+                    if (!chunks) {
+                        shard_info_free(&si);
+                        st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+                    }
                 }
                 if (st != SR_OK) {
                     set_fatal(r, st);
