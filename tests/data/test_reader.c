@@ -329,6 +329,24 @@ static sr_status read_all(const struct dataset *d, uint64_t n)
     return s;
 }
 
+/* A dataset (dir/name) of the first n records in one shard, opened into
+ * d; path gets the shard's file. */
+static void one_shard_dataset(struct dataset *d, const char *name,
+                              uint64_t n, char *path, size_t cap)
+{
+    char root[160];
+    snprintf(root, sizeof root, "%s/%s", dir, name);
+    struct shard_schema sch = ds.schema;
+    struct dataset_writer *w;
+    assert_int_equal(dataset_writer_open(&w, st, root, &sch, 16u << 20),
+                     SR_OK);
+    assert_int_equal(dataset_writer_add(w, truth, n), SR_OK);
+    assert_int_equal(dataset_writer_finish(w, NULL, NULL), SR_OK);
+    assert_int_equal(dataset_open(d, st, root), SR_OK);
+    assert_int_equal(d->nshards, 1);
+    snprintf(path, cap, "%s/%s", root, d->shards[0].name);
+}
+
 /* Records are checked as their bytes land, piece by piece; a record split
  * between two pieces is checked once the chunk is whole. A flipped byte is
  * caught, and named, on either path. */
@@ -336,19 +354,9 @@ static void test_reader__records_checked_as_they_land(void **state)
 {
     (void)state;
     const uint64_t n = 12000;       /* 6.2 MB, one shard */
-    char big[160];
-    snprintf(big, sizeof big, "%s/big", dir);
-    struct shard_schema sch = ds.schema;
-    struct dataset_writer *w;
-    assert_int_equal(dataset_writer_open(&w, st, big, &sch, 16u << 20),
-                     SR_OK);
-    assert_int_equal(dataset_writer_add(w, truth, n), SR_OK);
-    assert_int_equal(dataset_writer_finish(w, NULL, NULL), SR_OK);
     struct dataset d;
-    assert_int_equal(dataset_open(&d, st, big), SR_OK);
-    assert_int_equal(d.nshards, 1);
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", big, d.shards[0].name);
+    one_shard_dataset(&d, "big", n, path, sizeof path);
     uint8_t hdr[SHARD_HEADER_BYTES];
     struct shard_header h;
     assert_int_equal(storage_read(st, path, 0, hdr, sizeof hdr), SR_OK);
@@ -403,19 +411,9 @@ static void test_reader__index_beyond_the_first_read(void **state)
 {
     (void)state;
     const uint64_t n = 3000, pad = 40u << 10;
-    char padded[160];
-    snprintf(padded, sizeof padded, "%s/padded", dir);
-    struct shard_schema sch = ds.schema;
-    struct dataset_writer *w;
-    assert_int_equal(dataset_writer_open(&w, st, padded, &sch, 16u << 20),
-                     SR_OK);
-    assert_int_equal(dataset_writer_add(w, truth, n), SR_OK);
-    assert_int_equal(dataset_writer_finish(w, NULL, NULL), SR_OK);
     struct dataset d;
-    assert_int_equal(dataset_open(&d, st, padded), SR_OK);
-    assert_int_equal(d.nshards, 1);
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", padded, d.shards[0].name);
+    one_shard_dataset(&d, "padded", n, path, sizeof path);
 
     uint64_t size = d.shards[0].bytes;
     uint8_t *old = malloc(size), *img = calloc(1, size + pad);
