@@ -55,13 +55,14 @@ digest() {
 
 # s3_start [SERVER FLAGS...]: start the S3 test server (SigV4-verifying
 # s3rver) on a free loopback port with bucket "test", point spotrun and the
-# AWS CLI at it, and stop it when the test exits.
+# AWS CLI at it (https with --tls-cert), and stop it when the test exits.
 S3_PID=
 s3_start() {
     local node_modules=$SOURCE_DIR/tests/s3server/node_modules
     [[ -d $node_modules ]] ||
         fail "the S3 test server is not installed: run scripts/setup.sh"
     mkdir -p "$WORK/s3"
+    rm -f "$WORK/s3.port"
     node --openssl-legacy-provider --single-threaded-gc "$SOURCE_DIR/tests/s3server/server.js" \
         --dir "$WORK/s3" --port 0 --port-file "$WORK/s3.port" \
         --bucket test "$@" >"$WORK/s3.log" 2>&1 &
@@ -74,7 +75,9 @@ s3_start() {
     done
     [[ -s $WORK/s3.port ]] || fail "S3 test server did not start: $(cat "$WORK/s3.log")"
     S3_PORT=$(<"$WORK/s3.port")
-    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$S3_PORT"
+    local scheme=http
+    [[ " $* " == *" --tls-cert "* ]] && scheme=https
+    export AWS_ENDPOINT_URL_S3="$scheme://127.0.0.1:$S3_PORT"
     export AWS_ACCESS_KEY_ID=spotrun-test AWS_SECRET_ACCESS_KEY=spotrun-test-secret
     export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=""
     unset AWS_PROFILE AWS_SESSION_TOKEN

@@ -15,6 +15,7 @@
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const path = require('path');
 const { PassThrough, Readable, Transform } = require('stream');
 const { pipeline } = require('stream/promises');
@@ -44,6 +45,8 @@ const USAGE = `usage: node --openssl-legacy-provider server.js --dir DIR [option
   --faults LIST        comma list of ${FAULT_KINDS.join(', ')} (default all)
   --slow-ms N          delay of a "slow" fault in ms (default 2000)
   --seed N             seed of the fault sequence (default 1)
+  --tls-cert PATH      serve https with this PEM certificate (and
+  --tls-key PATH         its PEM key); plain http without them
   --verbose            log each request and its status to stderr
 `;
 
@@ -96,6 +99,8 @@ function parseArgs(argv) {
     slowMs: 2000,
     seed: 1,
     verbose: false,
+    tlsCert: null,
+    tlsKey: null,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -125,6 +130,8 @@ function parseArgs(argv) {
       case '--slow-ms': opts.slowMs = parseNumber(flag, value(), { min: 0, max: 600000, integer: true }); break;
       case '--seed': opts.seed = parseNumber(flag, value(), { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true }); break;
       case '--verbose': opts.verbose = true; break;
+      case '--tls-cert': opts.tlsCert = value(); break;
+      case '--tls-key': opts.tlsKey = value(); break;
       case '--help': opts.help = true; break;
       default: throw new UsageError(`unknown argument "${argv[i]}"`);
     }
@@ -138,6 +145,7 @@ function parseArgs(argv) {
     opts.accessKeys.push('spotrun-test');
     opts.secretKeys.push('spotrun-test-secret');
   }
+  if (!opts.tlsCert !== !opts.tlsKey) throw new UsageError('--tls-cert and --tls-key go together');
   if (opts.faultRate > 0 && opts.faults.length === 0) {
     throw new UsageError('--fault-rate above 0 needs at least one kind in --faults');
   }
@@ -1207,9 +1215,9 @@ function requireLegacyProvider() {
   }
 }
 
-function endpointOf(host, port) {
+function endpointOf(host, port, scheme) {
   const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
+  return `${scheme}://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
 }
 
 async function main() {
@@ -1258,7 +1266,9 @@ async function main() {
   server.middleware.unshift(spotrunMiddleware(cfg));
 
   await server.configureBuckets();
-  const httpServer = http.createServer(server.callback());
+  const httpServer = opts.tlsCert
+    ? https.createServer({ cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) }, server.callback())
+    : http.createServer(server.callback());
   await new Promise((resolve, reject) => {
     httpServer.once('error', reject);
     httpServer.listen(opts.port, opts.host, resolve);
@@ -1275,7 +1285,7 @@ async function main() {
     fs.writeFileSync(`${opts.portFile}.tmp`, `${port}\n`);
     fs.renameSync(`${opts.portFile}.tmp`, opts.portFile);
   }
-  process.stdout.write(JSON.stringify({ ready: true, port, endpoint: endpointOf(opts.host, port) }) + '\n');
+  process.stdout.write(JSON.stringify({ ready: true, port, endpoint: endpointOf(opts.host, port, opts.tlsCert ? 'https' : 'http') }) + '\n');
 }
 
 main().catch(err => {
