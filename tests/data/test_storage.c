@@ -7,7 +7,7 @@
  * the offset; listing by prefix, sorted (a prefix that names a directory
  * lists its contents, as the S3 backend does; a partial name; nothing);
  * delete, also of a name that is absent, and of the directory its last
- * object leaves empty.
+ * object leaves empty; deleting all that is listed leaves nothing behind.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/status.h"
 #include "data/storage.h"
@@ -36,13 +37,24 @@ static int setup(void **state)
     return 0;
 }
 
+/* Deleting every listed object through the API must leave the directory
+ * empty: no temporary file anywhere, and each directory gone with its last
+ * object. */
 static int teardown(void **state)
 {
     (void)state;
+    char root[128], obj[1200];
+    snprintf(root, sizeof root, "file://%s/", dir);
+    struct storage_list l;
+    int ok = storage_list(st, root, &l) == SR_OK;
+    for (size_t i = 0; ok && i < l.n; i++) {
+        snprintf(obj, sizeof obj, "%s%s", root, l.v[i].name);
+        ok = storage_delete(st, obj) == SR_OK;
+    }
+    if (ok)
+        storage_list_free(&l);
     storage_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ok && rmdir(dir) == 0 ? 0 : -1;
 }
 
 /* How many entries (other than . and ..) the directory holds. */
