@@ -53,8 +53,8 @@ shards=$("$spotrun" data ls s3://bench/set | grep -c '\.srs ')
         printf "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\nfail\n" } }' \
     >"$work/curl.cfg"
 
-# one untimed pass first, so that no tool meets a cold server (its JIT and
-# heap grow during the first large reads)
+# one untimed pass first: otherwise the first tool timed would meet a
+# server that has not served a large read yet
 curl -s --no-progress-meter --parallel --parallel-max 8 --config "$work/curl.cfg"
 r_t="" a_t="" c_t=""
 for round in 1 2 3 4 5; do

@@ -156,7 +156,8 @@ struct stream_seq {
 static uint64_t stream_at(void *arg, uint64_t i)
 {
     struct stream_seq *q = arg;
-    if (q->epoch == UINT64_MAX || i - q->epoch * q->per_epoch >= q->per_epoch) {
+    if (q->epoch == UINT64_MAX ||
+        i - q->epoch * q->per_epoch >= q->per_epoch) {
         q->epoch = i / q->per_epoch;
         sampler_set_epoch(&q->s, q->epoch);
     }

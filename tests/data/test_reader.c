@@ -425,8 +425,9 @@ static void test_reader__index_beyond_the_first_read(void **state)
     memcpy(img, old, h.data_off);
     memcpy(img + h.data_off + pad, old + h.data_off, size - h.data_off);
     put_le(img + 32, h.data_off + pad, 8);
+    uint64_t meta_end = h.data_off + pad;
     put_le(img + 48, crc32_gzip_refl(0, img + SHARD_HEADER_BYTES,
-                                     h.data_off + pad - SHARD_HEADER_BYTES), 4);
+                                     meta_end - SHARD_HEADER_BYTES), 4);
     put_le(img + 60, crc32_gzip_refl(0, img, 60), 4);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
