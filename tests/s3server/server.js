@@ -671,13 +671,22 @@ async function writeWhole(file, content) {
 }
 
 /* Runs write(tmp) on a temporary file beside file, then renames it into
- * place; on failure removes it. */
-async function viaTemporary(file, write) {
+ * place; on failure removes it. With ifAbsent the temporary file is linked
+ * to file instead, so a file already there stays as it is (and nothing is
+ * thrown for it). */
+async function viaTemporary(file, write, { ifAbsent = false } = {}) {
   await fs.promises.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
   try {
     await write(tmp);
-    await fs.promises.rename(tmp, file);
+    if (!ifAbsent) {
+      await fs.promises.rename(tmp, file);
+      return;
+    }
+    await fs.promises.link(tmp, file).catch(err => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await fs.promises.rm(tmp, { force: true });
   } catch (err) {
     await fs.promises.rm(tmp, { force: true });
     throw err;
@@ -827,21 +836,13 @@ const strides = new Map(); // upload folder -> stride
 const slotsBusy = new Set(); // "<folder>/<n>" while a slot is written
 
 /* The upload's stride, fixed by a part of `size` when none is yet; null
- * while unknown. The file "stride" is created whole or not at all (a
- * link to a written temporary file), so concurrent parts agree on it. */
+ * while unknown. The file "stride" is created whole or not at all, and
+ * only if absent, so concurrent parts agree on it. */
 async function uploadStride(dir, size = 0) {
   if (strides.has(dir)) return strides.get(dir);
   const file = path.join(dir, 'stride');
   if (size >= MIN_PART_SIZE) {
-    const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.writing`;
-    try {
-      await fs.promises.writeFile(tmp, String(size));
-      await fs.promises.link(tmp, file);
-    } catch (err) {
-      if (err.code !== 'EEXIST') throw err;
-    } finally {
-      await fs.promises.rm(tmp, { force: true });
-    }
+    await viaTemporary(file, tmp => fs.promises.writeFile(tmp, String(size)), { ifAbsent: true });
   }
   let text;
   try {
@@ -854,8 +855,6 @@ async function uploadStride(dir, size = 0) {
   return strides.get(dir);
 }
 
-const exists = file => fs.promises.access(file).then(() => true, () => false);
-
 /* Writes part n into its slot when it fits there: {size, md5}, or null
  * when it goes to a file of its own. */
 async function writeSlot(dir, n, content) {
@@ -864,11 +863,10 @@ async function writeSlot(dir, n, content) {
   const size = chunks.reduce((total, chunk) => total + chunk.length, 0);
   const busy = `${dir}/${n}`;
   const stride = await uploadStride(dir, size);
-  const file = path.join(dir, String(n));
   if (stride === null || size > stride || slotsBusy.has(busy)) return null;
   slotsBusy.add(busy);
   try {
-    if (await exists(`${file}.slot`) || await exists(file)) return null;
+    if (await storedPart(dir, n)) return null;
     let md5 = content.bodyMd5;
     if (!md5) {
       const hash = crypto.createHash('md5');
@@ -888,7 +886,7 @@ async function writeSlot(dir, n, content) {
     } finally {
       await out.close();
     }
-    await viaTemporary(`${file}.slot`, tmp => fs.promises.writeFile(tmp, JSON.stringify({ size, md5 })));
+    await viaTemporary(path.join(dir, `${n}.slot`), tmp => fs.promises.writeFile(tmp, JSON.stringify({ size, md5 })));
     if (typeof content.stored === 'function') content.stored();
     return { size, md5 };
   } finally {
