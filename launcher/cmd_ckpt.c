@@ -211,15 +211,19 @@ static sr_status ckpt_verify(struct storage *st, const char *root,
 
 int cmd_ckpt(int argc, char **argv)
 {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 ||
-        strcmp(argv[0], "-h") == 0) {
+    if (argc < 1 || arg_is_help(argv[0]) ||
+        (argc >= 2 && arg_is_help(argv[1]))) {
         usage(argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
     const char *sub = argv[0];
     sr_status s = SR_OK;
     int64_t step = -1;
-    if (argc != 2 && !(argc == 4 && strcmp(argv[2], "--step") == 0))
+    if (argc >= 2 && arg_is_option(argv[1]))
+        s = SR_FAIL(SR_ERR_USAGE, "ckpt %s: '%s' is not a checkpoint URI; "
+                    "the URI comes first (see `spotrun ckpt --help`)", sub,
+                    argv[1]);
+    else if (argc != 2 && !(argc == 4 && strcmp(argv[2], "--step") == 0))
         s = SR_FAIL(SR_ERR_USAGE, "ckpt %s needs URI [--step N] (see "
                     "`spotrun ckpt --help`)", sub);
     if (s == SR_OK && argc == 4 && (parse_i64(&step, argv[3]) || step < 0))

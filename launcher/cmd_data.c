@@ -284,10 +284,19 @@ static sr_status data_verify(struct storage *st, const char *uri)
 
 int cmd_data(int argc, char **argv)
 {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 ||
-        strcmp(argv[0], "-h") == 0) {
+    if (argc < 1 || arg_is_help(argv[0]) ||
+        (argc >= 2 && arg_is_help(argv[1]))) {
         usage(argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
+    }
+    const char *sub = argv[0];
+    if (argc >= 2 && arg_is_option(argv[1]) &&
+        (strcmp(sub, "ls") == 0 || strcmp(sub, "verify") == 0 ||
+         strcmp(sub, "stream") == 0)) {
+        log_status(SR_FAIL(SR_ERR_USAGE, "data %s: '%s' is not a dataset "
+                           "URI; the URI comes first (see `spotrun data "
+                           "--help`)", sub, argv[1]));
+        return 2;
     }
     struct storage *st;
     sr_status s = storage_open(&st);
@@ -295,7 +304,6 @@ int cmd_data(int argc, char **argv)
         log_status(s);
         return sr_exit_code(s);
     }
-    const char *sub = argv[0];
     if (strcmp(sub, "import") == 0)
         s = data_import(st, argc - 1, argv + 1);
     else if (strcmp(sub, "make") == 0)

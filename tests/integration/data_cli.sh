@@ -72,3 +72,23 @@ n=$(grep -c '^ok ' "$WORK/made.txt")
 [[ $n -ge 7 ]] || fail "1 MiB shards of 7.5 MiB: got $n shards"
 grep -q '10000 records' "$WORK/made.txt" || fail "made record count"
 pass "data make cuts $n shards of at most 1 MiB"
+
+# --help after a subcommand prints its usage; an option where the URI
+# belongs is a usage error, not a dataset or checkpoint by that name
+for cmd in "data ls" "data verify" "data stream" "ckpt ls" "ckpt show" \
+           "ckpt verify"; do
+    # shellcheck disable=SC2086
+    "$SPOTRUN" $cmd --help >"$WORK/h.out" 2>&1 ||
+        fail "$cmd --help: exit $?: $(cat "$WORK/h.out")"
+    grep -q "^usage:" "$WORK/h.out" || fail "$cmd --help: $(cat "$WORK/h.out")"
+    set +e
+    # shellcheck disable=SC2086
+    "$SPOTRUN" $cmd --step >"$WORK/b.out" 2>"$WORK/b.err"
+    rc=$?
+    set -e
+    [[ $rc -eq 2 ]] || fail "$cmd --step: exit $rc: $(cat "$WORK/b.err")"
+    grep -q "^spotrun: error: ${cmd}: '--step' is not a .* URI; the URI comes first" \
+        "$WORK/b.err" || fail "$cmd --step: $(cat "$WORK/b.err")"
+    [[ ! -s $WORK/b.out ]] || fail "$cmd --step printed: $(cat "$WORK/b.out")"
+done
+pass "--help after a data or ckpt command prints usage; an option in the URI's place exits 2"
