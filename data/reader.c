@@ -9,10 +9,13 @@
  *             the first time it is needed if the window has room, queues
  *             it for fetching, and writes a plan entry per request into a
  *             ring the consumer reads. A chunk's last_use is the last
- *             planned request that needs it.
- *   fetchers  take queued chunks, read their byte range (from the local
- *             cache or storage, with retries) into a buffer and check every
- *             record's CRC; a chunk that fails either is marked failed.
+ *             planned request that needs it. It computes the sequence well
+ *             ahead of what it plans, and queues the header and index of a
+ *             shard it sees coming for a fetcher to load in advance.
+ *   fetchers  load queued shard indexes first, then take queued chunks,
+ *             read their byte range (from the local cache or storage, with
+ *             retries) into a buffer and check every record's CRC; a chunk
+ *             that fails either is marked failed.
  *   consumer  reader_next() takes the next n plan entries, waits for their
  *             chunks, and returns pointers into the chunk buffers.
  *
@@ -57,12 +60,22 @@ struct chunk {
     struct chunk *qnext;        /* fetch queue */
 };
 
+enum load_state { L_NONE, L_QUEUED, L_LOADING };
+
 struct shard_slot {
     int loaded;
     int refs;                   /* resident chunks of this shard */
+    enum load_state load;       /* a load in advance, queued or running */
+    int early;                  /* loaded in advance; no chunk made yet */
+    sr_status load_err;         /* a load in advance that failed, and */
+    char *load_msg;             /* why: reported when the plan gets here */
     struct shard_info si;
     struct chunk **chunks;      /* while loaded: resident chunk by number */
 };
+
+/* Shards loaded in advance and not yet in use (queued, loading, or loaded
+ * with no chunk made) at any time: their indexes are the memory it costs */
+#define PRELOAD_MAX 4
 
 struct plan_entry {
     struct chunk *c;
@@ -82,8 +95,9 @@ struct reader {
     uint64_t per_chunk;         /* records per chunk */
 
     pthread_mutex_t mu;
-    pthread_cond_t fetch_cv;    /* fetchers: a chunk is queued */
-    pthread_cond_t plan_cv;     /* planner: the consumer moved on */
+    pthread_cond_t fetch_cv;    /* fetchers: a chunk or load is queued */
+    pthread_cond_t plan_cv;     /* planner: the consumer moved on, or a
+                                   shard it waits for is loaded */
     pthread_cond_t cons_cv;     /* consumer: planned or landed */
     int planner_waiting;
     uint64_t planner_wake;      /* cons_i at which the planner can go on */
@@ -102,6 +116,11 @@ struct reader {
     uint64_t ring_cap;          /* a power of two */
     struct chunk *resident;
     struct chunk *qhead, *qtail;
+    uint32_t loadq[PRELOAD_MAX];    /* shards to load in advance, FIFO */
+    int nloadq;
+    int nearly;                 /* shards in advance, see PRELOAD_MAX */
+    int unloaded;               /* a shard's index was dropped: the
+                                   lookahead may need it again */
     uint64_t bytes;             /* resident + in-flight */
     struct shard_slot *shards;
     sr_status fatal;            /* the planner could not go on */
@@ -433,6 +452,29 @@ static sr_status verify_chunk(const struct landing *l, const char *uri,
     return SR_OK;
 }
 
+static sr_status load_shard_table(struct reader *r, uint32_t s,
+                                  struct shard_info *si,
+                                  struct chunk ***chunks);
+static void install_shard(struct reader *r, uint32_t s, sr_status st,
+                          struct shard_info *si, struct chunk **chunks);
+
+/* Load the first queued shard in advance (lock held; dropped while it is
+ * read). */
+static void preload_one(struct reader *r)
+{
+    uint32_t s = r->loadq[0];
+    memmove(r->loadq, r->loadq + 1, (size_t)(--r->nloadq) * sizeof *r->loadq);
+    r->shards[s].load = L_LOADING;
+    pthread_mutex_unlock(&r->mu);
+    struct shard_info si;
+    struct chunk **chunks = NULL;
+    sr_status st = load_shard_table(r, s, &si, &chunks);
+    pthread_mutex_lock(&r->mu);
+    install_shard(r, s, st, &si, chunks);
+    if (r->planner_waiting)
+        pthread_cond_signal(&r->plan_cv);
+}
+
 static void *fetcher_main(void *arg)
 {
     struct reader *r = arg;
@@ -440,10 +482,14 @@ static void *fetcher_main(void *arg)
     uint64_t *checked = malloc(words * sizeof *checked);
     pthread_mutex_lock(&r->mu);
     for (;;) {
-        while (!r->qhead && !r->stop)
+        while (!r->qhead && !r->nloadq && !r->stop)
             pthread_cond_wait(&r->fetch_cv, &r->mu);
         if (r->stop)
             break;
+        if (r->nloadq) {    /* what the planner will soon wait for */
+            preload_one(r);
+            continue;
+        }
         struct chunk *c = r->qhead;
         r->qhead = c->qnext;
         if (!r->qhead)
@@ -544,6 +590,44 @@ static sr_status load_shard(struct reader *r, uint32_t s,
     return st;
 }
 
+/* load_shard, and an empty table of the shard's chunks (lock not held) */
+static sr_status load_shard_table(struct reader *r, uint32_t s,
+                                  struct shard_info *si,
+                                  struct chunk ***chunks)
+{
+    SR_TRY(load_shard(r, s, si));
+    uint64_t n = (si->h.nrec + r->per_chunk - 1) / r->per_chunk;
+    *chunks = calloc(n ? n : 1, sizeof **chunks);
+    if (!*chunks) {
+        shard_info_free(si);
+        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    }
+    return SR_OK;
+}
+
+/* Make a loaded shard's index current, or keep why it failed for the
+ * planner to report when it gets there (lock held). */
+static void install_shard(struct reader *r, uint32_t s, sr_status st,
+                          struct shard_info *si, struct chunk **chunks)
+{
+    struct shard_slot *ss = &r->shards[s];
+    int early = ss->load != L_NONE;
+    ss->load = L_NONE;
+    if (st != SR_OK) {
+        ss->load_err = st;
+        ss->load_msg = strdup(sr_errmsg_user());
+        if (early)
+            r->nearly--;
+        return;
+    }
+    ss->si = *si;
+    ss->chunks = chunks;
+    ss->loaded = 1;
+    ss->early = early;
+    r->stats.indexes++;
+    r->stats.indexes_ahead += (uint64_t)early;
+}
+
 /* Free chunks the consumer is done with (lock held). */
 static void release_done(struct reader *r)
 {
@@ -559,8 +643,10 @@ static void release_done(struct reader *r)
         r->bytes -= c->len;
         struct shard_slot *ss = &r->shards[c->shard];
         ss->chunks[c->idx] = NULL;
-        if (--ss->refs == 0)
+        if (--ss->refs == 0) {
             unload_shard(ss);
+            r->unloaded = 1;
+        }
         give_buffer(r, c->data);
         free(c->errmsg);
         free(c);
@@ -575,6 +661,13 @@ static void chunk_span(const struct reader *r, struct chunk *c)
     uint64_t first = c->idx * r->per_chunk;
     uint64_t end = first + r->per_chunk < si->h.nrec ? first + r->per_chunk
                                                      : si->h.nrec;
+    c->first = first;
+    c->end = end;
+    if (si->dense) {    /* records back to back: no need to look */
+        c->off = si->h.data_off + first * si->schema.record_bytes;
+        c->len = (end - first) * si->schema.record_bytes;
+        return;
+    }
     uint64_t lo = UINT64_MAX, hi = 0;
     for (uint64_t k = first; k < end; k++) {
         uint64_t o;
@@ -585,17 +678,20 @@ static void chunk_span(const struct reader *r, struct chunk *c)
         if (o + l > hi)
             hi = o + l;
     }
-    c->first = first;
-    c->end = end;
     c->off = lo;
     c->len = hi - lo;
 }
 
-static void set_fatal(struct reader *r, sr_status s)
+static void set_fatal_msg(struct reader *r, sr_status s, const char *msg)
 {
     r->fatal = s;
-    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", sr_errmsg_user());
+    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", msg);
     pthread_cond_broadcast(&r->cons_cv);
+}
+
+static void set_fatal(struct reader *r, sr_status s)
+{
+    set_fatal_msg(r, s, sr_errmsg_user());
 }
 
 /* The planner sleeps until the consumer reaches request `wake`, asks for
@@ -624,21 +720,59 @@ static uint64_t first_release(const struct reader *r)
 
 /* The planner's lookahead: the next requests' records, computed without
  * the lock. Entries [pj, pn) are requests plan_i, plan_i + 1, ... It holds
- * at least LOOKAHEAD / 2 of them (while there are that many left), and a
- * resident chunk that one of them reads is kept at least until then: its
- * last_use already counts the lookahead. A shuffle block shares a chunk
- * with the next one; without this, that chunk would be freed as the
- * first block ends and fetched again for the second. */
-#define LOOKAHEAD 4096
+ * at least cap / 2 of them (while there are that many left); cap is a
+ * window's worth of records (within bounds). The planner goes through a
+ * shuffle block's requests in a burst once the window has room for its
+ * chunks, and then waits at the next block; by then the lookahead has
+ * seen the shards after that, and their indexes are loaded while it
+ * waits (entries [pj, sj) have been looked at for that).
+ *
+ * A resident chunk that one of the next KEEP_AHEAD requests reads is kept
+ * at least until then: entries [pj, kn) count in last_use. A shuffle block
+ * shares a chunk with the next one; without this, that chunk would be
+ * freed as the first block ends and fetched again for the second. (Only
+ * the near ones: a chunk kept for a far request would hold window space
+ * the requests before it need.) */
+#define KEEP_AHEAD 4096
+#define LOOKAHEAD_MAX (512u << 10)
 
 struct lookahead {
-    uint64_t ids[LOOKAHEAD], recs[LOOKAHEAD];
-    uint64_t chunks[LOOKAHEAD];     /* chunk number in the shard */
-    uint32_t shards[LOOKAHEAD];
-    size_t pj, pn;
+    uint64_t *ids;
+    uint32_t *shards;
+    uint32_t *chunks;           /* chunk number in the shard */
+    size_t cap;
+    size_t pj, pn, kn, sj;
     uint32_t recent[4];         /* shards of the last records found, newest
                                  * first: a shuffle block spans a few */
 };
+
+static void lookahead_free(struct lookahead *la)
+{
+    if (!la)
+        return;
+    free(la->ids);
+    free(la->chunks);
+    free(la->shards);
+    free(la);
+}
+
+static struct lookahead *lookahead_new(const struct reader *r)
+{
+    struct lookahead *la = calloc(1, sizeof *la);
+    if (!la)
+        return NULL;
+    uint64_t n = r->o.window_bytes / r->ds->schema.record_bytes;
+    la->cap = n < KEEP_AHEAD * 2 ? KEEP_AHEAD * 2
+            : n > LOOKAHEAD_MAX ? LOOKAHEAD_MAX : (size_t)n;
+    la->ids = malloc(la->cap * sizeof *la->ids);
+    la->chunks = malloc(la->cap * sizeof *la->chunks);
+    la->shards = malloc(la->cap * sizeof *la->shards);
+    if (!la->ids || !la->chunks || !la->shards) {
+        lookahead_free(la);
+        return NULL;
+    }
+    return la;
+}
 
 /* The shard holding record id: one of the recent ones, else looked up. */
 static uint32_t shard_of(const struct dataset *ds, struct lookahead *la,
@@ -661,20 +795,21 @@ static void keep_until(struct chunk *c, uint64_t use)
         c->last_use = use;
 }
 
-/* Fill the lookahead up to LOOKAHEAD requests (lock held; dropped while
- * the sequence is computed, which only the planner does, as it alone
- * makes and frees chunks). */
+/* Fill the lookahead up to cap requests (lock held; dropped while the
+ * sequence is computed, which only the planner does, as it alone makes
+ * and frees chunks). */
 static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
 {
     size_t have = la->pn - la->pj;
     memmove(la->ids, la->ids + la->pj, have * sizeof *la->ids);
-    memmove(la->recs, la->recs + la->pj, have * sizeof *la->recs);
     memmove(la->shards, la->shards + la->pj, have * sizeof *la->shards);
     memmove(la->chunks, la->chunks + la->pj, have * sizeof *la->chunks);
+    la->kn -= la->pj;
+    la->sj -= la->pj;
     la->pj = 0;
     la->pn = have;
     uint64_t first = r->plan_i + have, left = r->count - first;
-    size_t k = left < LOOKAHEAD - have ? (size_t)left : LOOKAHEAD - have;
+    size_t k = left < la->cap - have ? (size_t)left : la->cap - have;
     pthread_mutex_unlock(&r->mu);
     sr_status bad = SR_OK;
     for (size_t j = have; j < have + k; j++) {
@@ -690,42 +825,116 @@ static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
         la->ids[j] = id;
         uint32_t shard = shard_of(r->ds, la, id);
         la->shards[j] = shard;
-        la->recs[j] = id - r->ds->shards[shard].first;
-        la->chunks[j] = la->recs[j] / r->per_chunk;
+        la->chunks[j] = (uint32_t)((id - r->ds->shards[shard].first) /
+                                   r->per_chunk);
     }
     pthread_mutex_lock(&r->mu);
     if (bad != SR_OK)
         return bad;
     la->pn = have + k;
-    for (size_t j = have; j < la->pn; j++) {
-        struct chunk *c = find_chunk(r, la->shards[j], la->chunks[j]);
-        if (c)
-            keep_until(c, r->plan_i + j);
-    }
     return SR_OK;
 }
 
-/* A new chunk for lookahead entry j: kept for the entries after it that
- * read it too. */
-static void keep_for_lookahead(struct reader *r, const struct lookahead *la,
-                               size_t j, struct chunk *c)
+/* Count the entries up to KEEP_AHEAD past pj in their resident chunks'
+ * last_use (lock held). */
+static void keep_ahead(struct reader *r, struct lookahead *la)
 {
-    for (size_t k = j + 1; k < la->pn; k++)
+    size_t end = la->pj + KEEP_AHEAD < la->pn ? la->pj + KEEP_AHEAD : la->pn;
+    for (size_t j = la->kn > la->pj ? la->kn : la->pj; j < end; j++) {
+        struct chunk *c = find_chunk(r, la->shards[j], la->chunks[j]);
+        if (c)
+            keep_until(c, r->plan_i + (j - la->pj));
+    }
+    la->kn = end;
+}
+
+/* A new chunk for lookahead entry pj: kept for the entries after it, up
+ * to kn, that read it too. */
+static void keep_for_lookahead(struct reader *r, const struct lookahead *la,
+                               struct chunk *c)
+{
+    for (size_t k = la->pj + 1; k < la->kn; k++)
         if (la->shards[k] == c->shard && la->chunks[k] == c->idx)
-            keep_until(c, r->plan_i + (k - j));
+            keep_until(c, r->plan_i + (k - la->pj));
+}
+
+/* Queue the index loads of shards the lookahead sees coming, nearest
+ * first, while fewer than PRELOAD_MAX are in advance (lock held). */
+static void preload_ahead(struct reader *r, struct lookahead *la)
+{
+    if (r->unloaded) {          /* look again from the plan's position */
+        la->sj = la->pj;
+        r->unloaded = 0;
+    }
+    uint32_t last = UINT32_MAX;
+    size_t j = la->sj > la->pj ? la->sj : la->pj;
+    for (; j < la->pn && r->nearly < PRELOAD_MAX; j++) {
+        uint32_t s = la->shards[j];
+        if (s == last)
+            continue;
+        last = s;
+        struct shard_slot *ss = &r->shards[s];
+        if (ss->loaded || ss->load != L_NONE || ss->load_err != SR_OK)
+            continue;
+        ss->load = L_QUEUED;
+        r->loadq[r->nloadq++] = s;
+        r->nearly++;
+        pthread_cond_signal(&r->fetch_cv);
+    }
+    la->sj = j;
+}
+
+/* Get shard s's index for the plan (lock held; dropped while it is read
+ * or waited for). Returns 0 when the planner must look again from the
+ * top (it waited), 1 when the shard is loaded, -1 on a fatal error. */
+static int need_shard(struct reader *r, uint32_t s)
+{
+    struct shard_slot *ss = &r->shards[s];
+    if (ss->load_err != SR_OK) {
+        set_fatal_msg(r, ss->load_err, ss->load_msg ? ss->load_msg
+                      : "the shard's index could not be read");
+        return -1;
+    }
+    if (ss->load == L_LOADING) {    /* a fetcher has it: wait */
+        r->planner_waiting = 1;
+        pthread_cond_wait(&r->plan_cv, &r->mu);
+        r->planner_waiting = 0;
+        return 0;
+    }
+    if (ss->load == L_QUEUED) {     /* not started: load it here */
+        int i = 0;
+        while (r->loadq[i] != s)
+            i++;
+        memmove(r->loadq + i, r->loadq + i + 1,
+                (size_t)(r->nloadq - i - 1) * sizeof *r->loadq);
+        r->nloadq--;
+        r->nearly--;
+        ss->load = L_NONE;
+    }
+    struct shard_info si;
+    struct chunk **chunks = NULL;
+    pthread_mutex_unlock(&r->mu);
+    sr_status st = load_shard_table(r, s, &si, &chunks);
+    pthread_mutex_lock(&r->mu);
+    if (st != SR_OK) {
+        set_fatal(r, st);
+        return -1;
+    }
+    install_shard(r, s, st, &si, chunks);
+    return 1;
 }
 
 static void *planner_main(void *arg)
 {
     struct reader *r = arg;
-    struct lookahead *la = calloc(1, sizeof *la);
+    struct lookahead *la = lookahead_new(r);
     uint64_t released_at = UINT64_MAX;
     pthread_mutex_lock(&r->mu);
     if (!la)
         set_fatal(r, SR_FAIL(SR_ERR_NOMEM, "out of memory for the reader"));
     while (!r->stop && r->fatal == SR_OK) {
         /* (the lookahead first: what it reads is not released) */
-        if (la->pn - la->pj < LOOKAHEAD / 2 &&
+        if (la->pn - la->pj < la->cap / 2 &&
             r->plan_i + (la->pn - la->pj) < r->count) {
             sr_status bad = lookahead_fill(r, la);
             if (bad != SR_OK) {
@@ -733,6 +942,8 @@ static void *planner_main(void *arg)
                 break;
             }
         }
+        keep_ahead(r, la);
+        preload_ahead(r, la);
         if (r->cons_i != released_at) {
             release_done(r);
             released_at = r->cons_i;
@@ -743,41 +954,25 @@ static void *planner_main(void *arg)
             planner_wait(r, first_release(r));
             continue;
         }
-        uint64_t *ids = la->ids, *recs = la->recs;
-        uint32_t *shards = la->shards;
-        size_t pj = la->pj, pn = la->pn;
         /* plan entries until the lookahead is done or something must
          * wait */
         size_t planned = 0;
         int again = 0;
-        while (pj < pn) {
+        while (la->pj < la->pn) {
             if (r->plan_i - r->cons_i >= r->ring_cap)
                 break;
-            uint32_t shard = shards[pj];
+            size_t pj = la->pj;
+            uint32_t shard = la->shards[pj];
             struct shard_slot *ss = &r->shards[shard];
             if (!ss->loaded) {
-                struct shard_info si;
-                pthread_mutex_unlock(&r->mu);
-                sr_status st = load_shard(r, shard, &si);
-                pthread_mutex_lock(&r->mu);
-                struct chunk **chunks = NULL;
-                if (st == SR_OK) {
-                    uint64_t n = (si.h.nrec + r->per_chunk - 1) /
-                                 r->per_chunk;
-                    chunks = calloc(n ? n : 1, sizeof *chunks);
-                    if (!chunks) {
-                        shard_info_free(&si);
-                        st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
-                    }
-                }
-                if (st != SR_OK) {
-                    set_fatal(r, st);
+                int got = need_shard(r, shard);
+                if (got <= 0) {
+                    again = got == 0;
                     break;
                 }
-                ss->si = si;
-                ss->chunks = chunks;
-                ss->loaded = 1;
             }
+            if (la->kn - pj < KEEP_AHEAD / 2)
+                keep_ahead(r, la);
             uint64_t idx = la->chunks[pj];
             struct chunk *c = find_chunk(r, shard, idx);
             if (!c && r->cons_i != released_at) {
@@ -813,24 +1008,30 @@ static void *planner_main(void *arg)
                     r->qhead = c;
                 r->qtail = c;
                 ss->refs++;
+                if (ss->early) {    /* in use now: room for another */
+                    ss->early = 0;
+                    r->nearly--;
+                    preload_ahead(r, la);
+                }
                 r->bytes += c->len;
                 if (r->bytes > r->stats.peak_bytes)
                     r->stats.peak_bytes = r->bytes;
-                keep_for_lookahead(r, la, pj, c);
+                keep_for_lookahead(r, la, c);
             }
             keep_until(c, r->plan_i);
             r->ring[r->plan_i & (r->ring_cap - 1)] = (struct plan_entry){
-                .c = c, .shard = shard, .rec = recs[pj], .id = ids[pj] };
+                .c = c, .shard = shard,
+                .rec = la->ids[pj] - r->ds->shards[shard].first,
+                .id = la->ids[pj] };
             r->plan_i++;
-            pj++;
+            la->pj++;
             planned++;
         }
-        la->pj = pj;
         if (r->fatal != SR_OK)
             break;
         if (planned && r->consumer_waiting)
             pthread_cond_signal(&r->cons_cv);
-        if (planned || again || pj == pn)
+        if (planned || again || la->pj == la->pn)
             continue;
         /* blocked: wait for the consumer */
         if (r->plan_i - r->cons_i >= r->ring_cap)
@@ -839,7 +1040,7 @@ static void *planner_main(void *arg)
             planner_wait(r, first_release(r));
     }
     pthread_mutex_unlock(&r->mu);
-    free(la);
+    lookahead_free(la);
     return NULL;
 }
 
@@ -873,7 +1074,14 @@ sr_status reader_open(struct reader **out, struct storage *st,
     while (r->ring_cap < r->o.window_bytes / rb && r->ring_cap < RING_MAX)
         r->ring_cap *= 2;
     sr_status s = SR_OK;
-    if (opts->cache_dir && opts->cache_dir[0]) {
+    for (uint32_t i = 0; i < ds->nshards && s == SR_OK; i++)
+        if (ds->shards[i].nrec / r->per_chunk >= UINT32_MAX)
+            s = SR_FAIL(SR_ERR_USAGE, "%s: %llu records make too many "
+                        "chunks of %llu bytes; raise --read-chunk",
+                        ds->shards[i].name,
+                        (unsigned long long)ds->shards[i].nrec,
+                        (unsigned long long)r->o.chunk_bytes);
+    if (s == SR_OK && opts->cache_dir && opts->cache_dir[0]) {
         if (str_copy(r->cache_dir, sizeof r->cache_dir, opts->cache_dir))
             s = SR_FAIL(SR_ERR_USAGE, "--cache-dir is too long");
         else if (mkdir(r->cache_dir, 0755) != 0 && errno != EEXIST)
@@ -1004,9 +1212,11 @@ void reader_close(struct reader *r)
         free(c->errmsg);
         free(c);
     }
-    for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
+    for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++) {
         if (r->shards[s].loaded)
             unload_shard(&r->shards[s]);
+        free(r->shards[s].load_msg);
+    }
     pthread_cond_destroy(&r->fetch_cv);
     pthread_cond_destroy(&r->plan_cv);
     pthread_cond_destroy(&r->cons_cv);

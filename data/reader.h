@@ -57,6 +57,9 @@ struct reader_stats {
     uint64_t records;           /* handed out */
     double wait_s;              /* consumer time blocked on data */
     uint64_t peak_bytes;        /* highest resident + in-flight */
+    uint64_t indexes;           /* shard headers and indexes read */
+    uint64_t indexes_ahead;     /* of those, read before the plan needed
+                                   them */
 };
 
 struct reader;

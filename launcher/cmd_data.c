@@ -210,13 +210,16 @@ static sr_status data_stream(struct storage *st, const char *uri, int argc,
         printf("streamed %llu records (%s of records, %s fetched in %llu "
                "requests, %llu from the cache) in %.2f s: %.1f MB/s of "
                "records, %.1f MB/s fetched; consumer waited %.2f s; "
-               "read-ahead peak %s\n", (unsigned long long)total,
+               "read-ahead peak %s; %llu shard indexes read (%llu ahead "
+               "of need)\n", (unsigned long long)total,
                fmt_bytes(b1, sizeof b1, bytes),
                fmt_bytes(b2, sizeof b2, rs.bytes_fetched),
                (unsigned long long)rs.requests,
                (unsigned long long)rs.cache_hits, dt, (double)bytes / dt / 1e6,
                (double)rs.bytes_fetched / dt / 1e6, rs.wait_s,
-               fmt_bytes(b3, sizeof b3, rs.peak_bytes));
+               fmt_bytes(b3, sizeof b3, rs.peak_bytes),
+               (unsigned long long)rs.indexes,
+               (unsigned long long)rs.indexes_ahead);
     }
     reader_close(r);
     sampler_free(&q.s);

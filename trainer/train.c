@@ -485,11 +485,14 @@ static void report_data(struct trainer *t, enum log_level lvl)
     getrusage(RUSAGE_SELF, &ru);
     char a[32], b[32], c[32], d[32], e[32];
     log_msg(lvl, "data: %s fetched in %llu requests (%llu retried), %llu "
-            "chunks from the cache (%s), read-ahead peak %s of %s; peak "
-            "memory %s", fmt_bytes(a, sizeof a, rs.bytes_fetched),
+            "chunks from the cache (%s), %llu shard indexes read (%llu "
+            "ahead of need), read-ahead peak %s of %s; peak memory %s",
+            fmt_bytes(a, sizeof a, rs.bytes_fetched),
             (unsigned long long)rs.requests, (unsigned long long)rs.retries,
             (unsigned long long)rs.cache_hits,
             fmt_bytes(b, sizeof b, rs.cache_bytes),
+            (unsigned long long)rs.indexes,
+            (unsigned long long)rs.indexes_ahead,
             fmt_bytes(c, sizeof c, rs.peak_bytes),
             fmt_bytes(d, sizeof d, t->cfg->read_ahead),
             fmt_bytes(e, sizeof e, (uint64_t)ru.ru_maxrss * 1024));
