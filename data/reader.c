@@ -60,15 +60,16 @@ struct chunk {
     struct chunk *qnext;        /* fetch queue */
 };
 
-enum load_state { L_NONE, L_QUEUED, L_LOADING };
+/* A shard's index read ahead of need: queued, being read by a fetcher,
+ * or failed (the planner reads it itself when it gets there, and reports
+ * that read's error) */
+enum load_state { L_NONE, L_QUEUED, L_LOADING, L_FAILED };
 
 struct shard_slot {
     int loaded;
     int refs;                   /* resident chunks of this shard */
-    enum load_state load;       /* a load in advance, queued or running */
+    enum load_state load;
     int early;                  /* loaded in advance; no chunk made yet */
-    sr_status load_err;         /* a load in advance that failed, and */
-    char *load_msg;             /* why: reported when the plan gets here */
     struct shard_info si;
     struct chunk **chunks;      /* while loaded: resident chunk by number */
 };
@@ -455,8 +456,8 @@ static sr_status verify_chunk(const struct landing *l, const char *uri,
 static sr_status load_shard_table(struct reader *r, uint32_t s,
                                   struct shard_info *si,
                                   struct chunk ***chunks);
-static void install_shard(struct reader *r, uint32_t s, sr_status st,
-                          struct shard_info *si, struct chunk **chunks);
+static void install_shard(struct reader *r, uint32_t s,
+                          const struct shard_info *si, struct chunk **chunks);
 
 /* Load the first queued shard in advance (lock held; dropped while it is
  * read). */
@@ -470,7 +471,12 @@ static void preload_one(struct reader *r)
     struct chunk **chunks = NULL;
     sr_status st = load_shard_table(r, s, &si, &chunks);
     pthread_mutex_lock(&r->mu);
-    install_shard(r, s, st, &si, chunks);
+    if (st == SR_OK) {
+        install_shard(r, s, &si, chunks);
+    } else {
+        r->shards[s].load = L_FAILED;
+        r->nearly--;
+    }
     if (r->planner_waiting)
         pthread_cond_signal(&r->plan_cv);
 }
@@ -605,21 +611,13 @@ static sr_status load_shard_table(struct reader *r, uint32_t s,
     return SR_OK;
 }
 
-/* Make a loaded shard's index current, or keep why it failed for the
- * planner to report when it gets there (lock held). */
-static void install_shard(struct reader *r, uint32_t s, sr_status st,
-                          struct shard_info *si, struct chunk **chunks)
+/* Make a loaded shard's index current (lock held). */
+static void install_shard(struct reader *r, uint32_t s,
+                          const struct shard_info *si, struct chunk **chunks)
 {
     struct shard_slot *ss = &r->shards[s];
-    int early = ss->load != L_NONE;
+    int early = ss->load == L_LOADING;
     ss->load = L_NONE;
-    if (st != SR_OK) {
-        ss->load_err = st;
-        ss->load_msg = strdup(sr_errmsg_user());
-        if (early)
-            r->nearly--;
-        return;
-    }
     ss->si = *si;
     ss->chunks = chunks;
     ss->loaded = 1;
@@ -682,16 +680,11 @@ static void chunk_span(const struct reader *r, struct chunk *c)
     c->len = hi - lo;
 }
 
-static void set_fatal_msg(struct reader *r, sr_status s, const char *msg)
-{
-    r->fatal = s;
-    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", msg);
-    pthread_cond_broadcast(&r->cons_cv);
-}
-
 static void set_fatal(struct reader *r, sr_status s)
 {
-    set_fatal_msg(r, s, sr_errmsg_user());
+    r->fatal = s;
+    snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s", sr_errmsg_user());
+    pthread_cond_broadcast(&r->cons_cv);
 }
 
 /* The planner sleeps until the consumer reaches request `wake`, asks for
@@ -804,8 +797,9 @@ static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
     memmove(la->ids, la->ids + la->pj, have * sizeof *la->ids);
     memmove(la->shards, la->shards + la->pj, have * sizeof *la->shards);
     memmove(la->chunks, la->chunks + la->pj, have * sizeof *la->chunks);
-    la->kn -= la->pj;
-    la->sj -= la->pj;
+    /* (the planner may have gone past where the scans stopped) */
+    la->kn = la->kn > la->pj ? la->kn - la->pj : 0;
+    la->sj = la->sj > la->pj ? la->sj - la->pj : 0;
     la->pj = 0;
     la->pn = have;
     uint64_t first = r->plan_i + have, left = r->count - first;
@@ -874,7 +868,7 @@ static void preload_ahead(struct reader *r, struct lookahead *la)
             continue;
         last = s;
         struct shard_slot *ss = &r->shards[s];
-        if (ss->loaded || ss->load != L_NONE || ss->load_err != SR_OK)
+        if (ss->loaded || ss->load != L_NONE)
             continue;
         ss->load = L_QUEUED;
         r->loadq[r->nloadq++] = s;
@@ -886,15 +880,12 @@ static void preload_ahead(struct reader *r, struct lookahead *la)
 
 /* Get shard s's index for the plan (lock held; dropped while it is read
  * or waited for). Returns 0 when the planner must look again from the
- * top (it waited), 1 when the shard is loaded, -1 on a fatal error. */
+ * top (it waited), 1 when the shard is loaded, -1 on a fatal error. A
+ * shard whose read ahead failed is read here once more: a run fails on
+ * the error of a read where the plan needs the shard, or not at all. */
 static int need_shard(struct reader *r, uint32_t s)
 {
     struct shard_slot *ss = &r->shards[s];
-    if (ss->load_err != SR_OK) {
-        set_fatal_msg(r, ss->load_err, ss->load_msg ? ss->load_msg
-                      : "the shard's index could not be read");
-        return -1;
-    }
     if (ss->load == L_LOADING) {    /* a fetcher has it: wait */
         r->planner_waiting = 1;
         pthread_cond_wait(&r->plan_cv, &r->mu);
@@ -909,8 +900,8 @@ static int need_shard(struct reader *r, uint32_t s)
                 (size_t)(r->nloadq - i - 1) * sizeof *r->loadq);
         r->nloadq--;
         r->nearly--;
-        ss->load = L_NONE;
     }
+    ss->load = L_NONE;
     struct shard_info si;
     struct chunk **chunks = NULL;
     pthread_mutex_unlock(&r->mu);
@@ -920,7 +911,7 @@ static int need_shard(struct reader *r, uint32_t s)
         set_fatal(r, st);
         return -1;
     }
-    install_shard(r, s, st, &si, chunks);
+    install_shard(r, s, &si, chunks);
     return 1;
 }
 
@@ -1212,11 +1203,9 @@ void reader_close(struct reader *r)
         free(c->errmsg);
         free(c);
     }
-    for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++) {
+    for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
         if (r->shards[s].loaded)
             unload_shard(&r->shards[s]);
-        free(r->shards[s].load_msg);
-    }
     pthread_cond_destroy(&r->fetch_cv);
     pthread_cond_destroy(&r->plan_cv);
     pthread_cond_destroy(&r->cons_cv);

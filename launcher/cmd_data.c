@@ -296,10 +296,11 @@ int cmd_data(int argc, char **argv)
     if (argc >= 2 && arg_is_option(argv[1]) &&
         (strcmp(sub, "ls") == 0 || strcmp(sub, "verify") == 0 ||
          strcmp(sub, "stream") == 0)) {
-        log_status(SR_FAIL(SR_ERR_USAGE, "data %s: '%s' is not a dataset "
-                           "URI; the URI comes first (see `spotrun data "
-                           "--help`)", sub, argv[1]));
-        return 2;
+        sr_status s = SR_FAIL(SR_ERR_USAGE, "data %s: '%s' is not a dataset "
+                              "URI; the URI comes first (see `spotrun data "
+                              "--help`)", sub, argv[1]);
+        log_status(s);
+        return sr_exit_code(s);
     }
     struct storage *st;
     sr_status s = storage_open(&st);

@@ -201,6 +201,32 @@ static uint64_t identity(void *arg, uint64_t i)
     return i;
 }
 
+/* Records 0..n-1 in order, in batches of 100 (n a multiple), each
+ * batch's last record checked, until the first error: that status, the
+ * records served before it in *served, the reader's counts in *rs. */
+static sr_status read_in_order(const struct reader_opts *o, uint64_t n,
+                               uint64_t *served, struct reader_stats *rs)
+{
+    struct reader *r;
+    assert_int_equal(reader_open(&r, st, &ds, o, identity, NULL, n), SR_OK);
+    const uint8_t *recs[100];
+    uint64_t ids[100];
+    sr_status s = SR_OK;
+    uint64_t i = 0;
+    for (; i < n; i += 100) {
+        s = reader_next(r, 100, recs, ids);
+        if (s != SR_OK)
+            break;
+        assert_memory_equal(recs[99], truth + (i + 99) * RB, RB);
+    }
+    if (served)
+        *served = i;
+    if (rs)
+        reader_get_stats(r, rs);
+    reader_close(r);
+    return s;
+}
+
 static void test_reader__corruption_and_loss_are_named(void **state)
 {
     (void)state;
@@ -217,19 +243,11 @@ static void test_reader__corruption_and_loss_are_named(void **state)
     small_opts(&o);
     o.attempts = 2;
     o.retry_delay_s = 0.01;
-    struct reader *r;
-    assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, NREC),
-                     SR_OK);
-    const uint8_t *recs[200];
-    uint64_t ids[200];
-    sr_status s = SR_OK;
-    for (uint64_t i = 0; i < NREC && s == SR_OK; i += 200)
-        s = reader_next(r, 200, recs, ids);
+    sr_status s = read_in_order(&o, NREC, NULL, NULL);
     assert_int_equal(s, SR_ERR_FORMAT);
     assert_non_null(strstr(sr_errmsg(), ds.shards[3].name));
     assert_non_null(strstr(sr_errmsg(), "checksum mismatch"));
     assert_non_null(strstr(sr_errmsg(), "at byte"));
-    reader_close(r);
     f = fopen(path, "r+b");             /* mend it */
     assert_non_null(f);
     fseek(f, -100, SEEK_END);
@@ -238,6 +256,9 @@ static void test_reader__corruption_and_loss_are_named(void **state)
 
     /* a shard that vanishes after the run started */
     snprintf(path, sizeof path, "%s/%s", uri, ds.shards[6].name);
+    struct reader *r;
+    const uint8_t *recs[200];
+    uint64_t ids[200];
     assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, NREC),
                      SR_OK);
     assert_int_equal(reader_next(r, 200, recs, ids), SR_OK);
@@ -251,25 +272,6 @@ static void test_reader__corruption_and_loss_are_named(void **state)
     reader_close(r);
 }
 
-/* Records 0..n-1 in order, in batches of 100 (n a multiple): each
- * batch's last record checked; the reader's counts at the end. */
-static struct reader_stats read_in_order(const struct reader_opts *o,
-                                         uint64_t n)
-{
-    struct reader *r;
-    assert_int_equal(reader_open(&r, st, &ds, o, identity, NULL, n), SR_OK);
-    const uint8_t *recs[100];
-    uint64_t ids[100];
-    for (uint64_t i = 0; i < n; i += 100) {
-        assert_int_equal(reader_next(r, 100, recs, ids), SR_OK);
-        assert_memory_equal(recs[99], truth + (i + 99) * RB, RB);
-    }
-    struct reader_stats rs;
-    reader_get_stats(r, &rs);
-    reader_close(r);
-    return rs;
-}
-
 static void test_reader__cache_serves_the_second_pass(void **state)
 {
     (void)state;
@@ -280,7 +282,8 @@ static void test_reader__cache_serves_the_second_pass(void **state)
     o.cache_dir = cache;
     uint64_t fetched[2], hits[2];
     for (int pass = 0; pass < 2; pass++) {
-        struct reader_stats rs = read_in_order(&o, NREC);
+        struct reader_stats rs;
+        assert_int_equal(read_in_order(&o, NREC, NULL, &rs), SR_OK);
         fetched[pass] = rs.bytes_fetched;
         hits[pass] = rs.cache_hits;
     }
@@ -451,15 +454,16 @@ static void test_reader__index_beyond_the_first_read(void **state)
     dataset_close(&d);
 }
 
-/* Sequential requests over shards 0-5 through a window far smaller than a
- * shard: most indexes are read by a fetcher before the planner gets to
- * their shard (it waits at the window meanwhile; in 20 runs 4 or 5 of the
- * 6, the first never, and one more when the planner gets there while its
- * load is still queued and loads it itself). A corrupt
- * index in a later shard stops the run only where the plan reaches that
- * shard, with the shard and what failed named, and every record before it
- * is served. (Shard 6 may be gone, as the loss test leaves it: an index
- * read ahead that fails is not an error unless the plan gets there.) */
+/* Requests in order over shards 0-5 (1 MiB each) through a 1 MiB window:
+ * most indexes are read by a fetcher before the planner gets to their
+ * shard, while it waits at the window. Not the first, and not the second
+ * when the planner's opening burst through the first shard (which the
+ * window holds whole) reaches it before a fetcher has run: 4 or 5 of the
+ * 6 in 20 runs. A corrupt index in a later shard stops the run only
+ * where the plan reaches that shard, with the shard and what failed
+ * named, and every record before it is served. (Shard 6 may be gone, as
+ * the loss test leaves it: an index read ahead that fails is not an
+ * error unless the plan gets there.) */
 static void test_reader__indexes_read_ahead_of_need(void **state)
 {
     (void)state;
@@ -467,9 +471,9 @@ static void test_reader__indexes_read_ahead_of_need(void **state)
     const uint64_t n = ds.shards[6].first / 100 * 100;
     struct reader_opts o;
     small_opts(&o);
-    o.window_bytes = 256u << 10;
     o.chunk_bytes = 32u << 10;
-    struct reader_stats rs = read_in_order(&o, n);
+    struct reader_stats rs;
+    assert_int_equal(read_in_order(&o, n, NULL, &rs), SR_OK);
     print_message("%llu indexes, %llu read ahead of need\n",
                   (unsigned long long)rs.indexes,
                   (unsigned long long)rs.indexes_ahead);
@@ -485,20 +489,8 @@ static void test_reader__indexes_read_ahead_of_need(void **state)
     struct shard_header h;
     assert_int_equal(shard_parse_header(&h, head, bad->bytes, path), SR_OK);
     flip_byte(path, h.index_off + 9);
-    struct reader *r;
-    assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, n),
-                     SR_OK);
-    const uint8_t *recs[100];
-    uint64_t ids[100];
-    sr_status s = SR_OK;
-    uint64_t i = 0;
-    for (; i < n; i += 100) {
-        s = reader_next(r, 100, recs, ids);
-        if (s != SR_OK)
-            break;
-        assert_memory_equal(recs[99], truth + (i + 99) * RB, RB);
-    }
-    reader_close(r);
+    uint64_t i;
+    sr_status s = read_in_order(&o, n, &i, NULL);
     flip_byte(path, h.index_off + 9);   /* mend it */
     print_message("%s\n", sr_errmsg_user());
     assert_int_equal(s, SR_ERR_FORMAT);
