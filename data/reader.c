@@ -354,44 +354,34 @@ static void cache_write(struct reader *r, const struct chunk *c,
 
 /* ---- fetching ---- */
 
-/* Checking records as their bytes land. The tap of a chunk's read checks
- * every record a piece holds whole while the piece is in cache, and notes
- * which passed; whatever it could not check (records split between
- * pieces, shards whose index is not dense) is checked in dst afterwards.
- * A record is marked only by a check of the last bytes delivered for it:
- * a piece that holds it in part clears its mark, so bytes delivered again
- * by a retry are checked again. */
+/* Checking records as their bytes land. The tap of a chunk's read runs
+ * one CRC over the pieces while each is in cache, as long as they come
+ * in order from the chunk's start (a retry starts there again); the
+ * landed chunk then passes if that CRC is what the records' stored CRCs
+ * give joined (shard_run_ok). Otherwise (pieces out of order, from the
+ * cache, or a shard whose index is not dense) the chunk is checked in
+ * dst afterwards. */
 struct landing {
-    const struct shard_info *si;
     const struct chunk *c;
-    uint64_t *checked;          /* bit k: record c->first + k passed */
+    uint64_t next;              /* object offset the run has reached */
+    uint32_t crc;               /* of bytes c->off..next */
+    int in_order;
 };
 
 static void landing_tap(void *arg, uint64_t off, const void *p, size_t n)
 {
     struct landing *l = arg;
-    const struct shard_info *si = l->si;
-    if (!si->dense || n == 0)
-        return;
-    uint64_t rb = si->schema.record_bytes, base = si->h.data_off;
-    if (off + n <= base)
-        return;
-    /* records that overlap [off, off + n) */
-    uint64_t lo = off > base ? (off - base) / rb : 0;
-    uint64_t hi = (off + n - base + rb - 1) / rb;
-    if (lo < l->c->first)
-        lo = l->c->first;
-    if (hi > l->c->end)
-        hi = l->c->end;
-    for (uint64_t k = lo; k < hi; k++) {
-        uint64_t at = base + k * rb, bit = k - l->c->first;
-        uint64_t mask = 1ull << (bit % 64);
-        int whole = at >= off && at + rb <= off + n;
-        if (whole && shard_record_ok(si, k, (const uint8_t *)p + (at - off)))
-            l->checked[bit / 64] |= mask;
-        else
-            l->checked[bit / 64] &= ~mask;
+    if (off == l->c->off) {     /* the first piece, or a retry's */
+        l->next = off;
+        l->crc = 0;
+        l->in_order = 1;
     }
+    if (!l->in_order || off != l->next) {
+        l->in_order = 0;
+        return;
+    }
+    l->crc = shard_crc(l->crc, p, n);
+    l->next += n;
 }
 
 /* Read one chunk's bytes (of the shard at uri): the cache, else storage
@@ -434,21 +424,26 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c,
 }
 
 /* Check every record of a landed chunk against its CRC, once, off the
- * consumer's path: those the tap has not passed, in order, so a mismatch
- * names the first bad record. The shard's index stays loaded while the
- * chunk is resident. */
-static sr_status verify_chunk(const struct landing *l, const char *uri,
+ * consumer's path: a dense chunk by one CRC of its bytes (the tap's, if
+ * it saw them all in order), else, or when that fails, record by record
+ * so a mismatch names the first bad record. The shard's index stays
+ * loaded while the chunk is resident. */
+static sr_status verify_chunk(const struct shard_info *si,
+                              const struct landing *l, const char *uri,
                               const uint8_t *data)
 {
     const struct chunk *c = l->c;
+    if (si->dense) {
+        uint32_t crc = l->in_order && l->next == c->off + c->len
+                       ? l->crc : shard_crc(0, data, (size_t)c->len);
+        if (shard_run_ok(si, c->first, c->end, crc))
+            return SR_OK;
+    }
     for (uint64_t k = c->first; k < c->end; k++) {
-        uint64_t bit = k - c->first;
-        if (l->checked[bit / 64] & (1ull << (bit % 64)))
-            continue;
         uint64_t off;
         uint32_t len;
-        shard_record_span(l->si, k, &off, &len);
-        SR_TRY(shard_check_record(l->si, k, data + (off - c->off), uri));
+        shard_record_span(si, k, &off, &len);
+        SR_TRY(shard_check_record(si, k, data + (off - c->off), uri));
     }
     return SR_OK;
 }
@@ -484,8 +479,6 @@ static void preload_one(struct reader *r)
 static void *fetcher_main(void *arg)
 {
     struct reader *r = arg;
-    size_t words = (size_t)(r->per_chunk / 64 + 1);
-    uint64_t *checked = malloc(words * sizeof *checked);
     pthread_mutex_lock(&r->mu);
     for (;;) {
         while (!r->qhead && !r->nloadq && !r->stop)
@@ -505,19 +498,19 @@ static void *fetcher_main(void *arg)
         pthread_mutex_unlock(&r->mu);
 
         int from_cache = 0, tries = 0;
-        struct landing l = { &r->shards[c->shard].si, c, checked };
+        const struct shard_info *si = &r->shards[c->shard].si;
+        struct landing l = { .c = c };
         struct storage_tap tap = { landing_tap, &l };
-        if (checked)
-            memset(checked, 0, words * sizeof *checked);
         char uri[STORAGE_URI_MAX];
-        sr_status s = buf && checked
+        sr_status s = buf
             ? dataset_shard_uri(r->ds, c->shard, uri, sizeof uri)
             : SR_FAIL(SR_ERR_NOMEM, "out of memory for a %llu-byte chunk",
                       (unsigned long long)c->len);
         if (s == SR_OK)
-            s = fetch_chunk(r, c, uri, buf, &tap, &from_cache, &tries);
+            s = fetch_chunk(r, c, uri, buf, si->dense ? &tap : NULL,
+                            &from_cache, &tries);
         if (s == SR_OK)
-            s = verify_chunk(&l, uri, buf);
+            s = verify_chunk(si, &l, uri, buf);
         char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
 
         pthread_mutex_lock(&r->mu);
@@ -542,7 +535,6 @@ static void *fetcher_main(void *arg)
             pthread_cond_signal(&r->cons_cv);
     }
     pthread_mutex_unlock(&r->mu);
-    free(checked);
     return NULL;
 }
 

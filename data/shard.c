@@ -14,6 +14,7 @@
 #include "shard.h"
 
 #include <isa-l/crc.h>
+#include <zlib.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,14 +77,7 @@ static inline uint64_t get_u64(const uint8_t *p)
  * matters when every streamed record is checked. */
 static uint32_t crc32_span(const uint8_t *p, uint64_t n)
 {
-    uint32_t c = 0;
-    while (n > 0) {
-        uint64_t k = n > (1u << 30) ? (1u << 30) : n;
-        c = crc32_gzip_refl(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return c;
+    return shard_crc(0, p, (size_t)n);
 }
 
 sr_status schema_add(struct shard_schema *s, const char *name,
@@ -330,6 +324,29 @@ sr_status shard_parse_header(struct shard_header *h, const uint8_t *p,
     return SR_OK;
 }
 
+/* The table behind shard_run_ok for records of rb bytes. Appending rb
+ * bytes to a run multiplies its CRC by x^(8 rb) modulo the polynomial
+ * (zlib's crc32_combine_op), a map linear in the CRC's bits: entry
+ * [j][v] is the image of byte v in byte position j. */
+static uint32_t *join_table(uint64_t rb)
+{
+    uint32_t *t = malloc(4 * 256 * sizeof *t);
+    if (!t)
+        return NULL;
+    uLong op = crc32_combine_gen((z_off_t)rb);
+    for (int j = 0; j < 4; j++) {
+        uint32_t *tj = t + 256 * j;
+        tj[0] = 0;
+        for (int b = 0; b < 8; b++)
+            tj[1 << b] = (uint32_t)crc32_combine_op(1ul << (8 * j + b), 0,
+                                                    op);
+        for (int v = 3; v < 256; v++)
+            if (v & (v - 1))    /* v's lowest bit, and the rest */
+                tj[v] = tj[v & -v] ^ tj[v & (v - 1)];
+    }
+    return t;
+}
+
 sr_status shard_parse(struct shard_info *si, const uint8_t *p,
                       uint64_t prefix_len, uint64_t object_size,
                       const char *what)
@@ -377,6 +394,13 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
         }
     }
     si->dense = dense;
+    if (dense && h->nrec > 0) {
+        si->join = join_table(si->schema.record_bytes);
+        if (!si->join) {
+            shard_info_free(si);
+            return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory", what);
+        }
+    }
     return SR_OK;
 }
 
@@ -384,6 +408,37 @@ void shard_info_free(struct shard_info *si)
 {
     free(si->index);
     si->index = NULL;
+    free(si->join);
+    si->join = NULL;
+}
+
+uint32_t shard_crc(uint32_t crc, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        size_t k = n > (1u << 30) ? (1u << 30) : n;
+        crc = crc32_gzip_refl(crc, b, k);
+        b += k;
+        n -= k;
+    }
+    return crc;
+}
+
+int shard_run_ok(const struct shard_info *si, uint64_t first, uint64_t end,
+                 uint32_t crc)
+{
+    if (!si->dense || !si->join || first >= end || end > si->h.nrec)
+        return 0;
+    const uint32_t *t = si->join;
+    const uint8_t *e = si->index + first * SHARD_INDEX_ENTRY_BYTES;
+    uint32_t run = get_u32(e + 12);
+    for (uint64_t k = first + 1; k < end; k++) {
+        e += SHARD_INDEX_ENTRY_BYTES;
+        run = t[run & 255] ^ t[256 + (run >> 8 & 255)] ^
+              t[512 + (run >> 16 & 255)] ^ t[768 + (run >> 24)] ^
+              get_u32(e + 12);
+    }
+    return run == crc;
 }
 
 void shard_record_span(const struct shard_info *si, uint64_t i, uint64_t *off,

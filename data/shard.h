@@ -87,6 +87,9 @@ struct shard_info {
     int dense;              /* record i at data_off + i * record_bytes, as
                              * shard_build lays them out: spans need no
                              * index lookup */
+    uint32_t *join;         /* dense shards: 4 x 256 entries that append
+                             * one record's CRC to a run's, see
+                             * shard_run_ok */
 };
 
 /* Build a whole shard image from n fixed-size records (n x
@@ -122,6 +125,16 @@ int shard_record_ok(const struct shard_info *si, uint64_t i,
 sr_status shard_check_record(const struct shard_info *si, uint64_t i,
                              const uint8_t *rec, const char *what)
     SR_MUST_USE;
+/* CRC-32 (zlib's) of n more bytes at p after those that gave crc (0 to
+ * start): a run of records can be checked in one pass as it lands. */
+uint32_t shard_crc(uint32_t crc, const void *p, size_t n);
+/* Is crc, the CRC-32 of the bytes of records [first, end) of a dense
+ * shard back to back, what their stored CRCs give? One table lookup per
+ * record instead of a CRC call each. A corrupt record fails it as surely
+ * as its own check; a mismatch does not say which record, so the caller
+ * checks them one by one to name it. 0 for a shard that is not dense. */
+int shard_run_ok(const struct shard_info *si, uint64_t first, uint64_t end,
+                 uint32_t crc);
 /* Check records [first, end) held in bytes, which start at object offset
  * bytes_off; stops at the first mismatch. */
 sr_status shard_check_records(const struct shard_info *si, uint64_t first,

@@ -145,6 +145,50 @@ static void test_shard__header_and_index_corruption(void **state)
     free(recs);
 }
 
+/* A run of records is checked with one CRC over its bytes, joined from
+ * the stored per-record CRCs: every run passes, a flipped byte anywhere in
+ * it or two records swapped fail it, and so does a CRC of other bounds. */
+static void test_shard__run_crc_joins_record_crcs(void **state)
+{
+    (void)state;
+    struct shard_schema s;
+    struct sr_buf img;
+    struct shard_info si;
+    uint8_t *recs = built_shard(40, &s, &img, &si);
+    size_t rb = s.record_bytes;
+    const uint8_t *data = img.data + si.h.data_off;
+    static const uint64_t runs[][2] = { { 0, 1 }, { 0, 40 }, { 7, 8 },
+                                        { 3, 29 }, { 39, 40 }, { 12, 31 } };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        uint64_t a = runs[i][0], b = runs[i][1];
+        size_t n = (size_t)(b - a) * rb;
+        uint32_t crc = shard_crc(0, data + a * rb, n);
+        assert_true(shard_run_ok(&si, a, b, crc));
+        /* in pieces, split inside a record, as a tap sees them */
+        uint32_t part = shard_crc(0, data + a * rb, n / 3 + 1);
+        part = shard_crc(part, data + a * rb + n / 3 + 1, n - n / 3 - 1);
+        assert_int_equal(part, crc);
+        if (b < 40)
+            assert_false(shard_run_ok(&si, a, b + 1, crc));
+        if (b - a > 1)
+            assert_false(shard_run_ok(&si, a + 1, b, crc));
+    }
+    uint8_t *copy = malloc(40 * rb);
+    for (size_t at = 0; at < 40 * rb; at += 97) {
+        memcpy(copy, data, 40 * rb);
+        copy[at] ^= 0x10;
+        assert_false(shard_run_ok(&si, 0, 40, shard_crc(0, copy, 40 * rb)));
+    }
+    memcpy(copy, data, 40 * rb);
+    memcpy(copy + 5 * rb, data + 6 * rb, rb);
+    memcpy(copy + 6 * rb, data + 5 * rb, rb);
+    assert_false(shard_run_ok(&si, 0, 40, shard_crc(0, copy, 40 * rb)));
+    free(copy);
+    shard_info_free(&si);
+    buf_free(&img);
+    free(recs);
+}
+
 static void put_le32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -179,6 +223,8 @@ static void test_shard__index_order_is_honoured(void **state)
 
     assert_int_equal(shard_parse(&si, img.data, img.len, img.len, "t"), SR_OK);
     assert_false(si.dense);
+    assert_false(shard_run_ok(&si, 0, 6, shard_crc(0, img.data + data_off,
+                                                   6 * s.record_bytes)));
     static const int from[6] = { 0, 4, 2, 3, 1, 5 };
     for (uint64_t i = 0; i < 6; i++) {
         uint64_t off;
@@ -308,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_shard__round_trip),
         cmocka_unit_test(test_shard__flipped_record_byte_names_offset),
         cmocka_unit_test(test_shard__header_and_index_corruption),
+        cmocka_unit_test(test_shard__run_crc_joins_record_crcs),
         cmocka_unit_test(test_shard__index_order_is_honoured),
         cmocka_unit_test(test_shard__schema_json_round_trip),
         cmocka_unit_test_setup_teardown(test_dataset__write_open_load,
