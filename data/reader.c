@@ -72,6 +72,8 @@ struct shard_slot {
     int early;                  /* loaded in advance; no chunk made yet */
     struct shard_info si;
     struct chunk **chunks;      /* while loaded: resident chunk by number */
+    uint64_t ahead_end;         /* 1 + the last request in the lookahead
+                                 * that reads it (planner only) */
 };
 
 /* Shards loaded in advance and not yet in use (queued, loading, or loaded
@@ -635,7 +637,9 @@ static void release_done(struct reader *r)
         ss->chunks[c->idx] = NULL;
         if (--ss->refs == 0) {
             unload_shard(ss);
-            r->unloaded = 1;
+            /* the lookahead's scan for indexes to read ahead has passed
+             * it: look again if it reads the shard once more */
+            r->unloaded |= ss->ahead_end > r->plan_i;
         }
         give_buffer(r, c->data);
         free(c->errmsg);
@@ -811,6 +815,7 @@ static sr_status lookahead_fill(struct reader *r, struct lookahead *la)
         la->ids[j] = id;
         uint32_t shard = shard_of(r->ds, la, id);
         la->shards[j] = shard;
+        r->shards[shard].ahead_end = first + (j - have) + 1;
         la->chunks[j] = (uint32_t)((id - r->ds->shards[shard].first) /
                                    r->per_chunk);
     }
@@ -1153,9 +1158,7 @@ sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
                         : "chunk read failed");
             break;
         }
-        uint64_t off;
-        uint32_t len;
-        shard_record_span(&r->shards[e->shard].si, e->rec, &off, &len);
+        uint64_t off = shard_record_off(&r->shards[e->shard].si, e->rec);
         recs[k] = e->c->data + (off - e->c->off);
         ids[k] = e->id;
     }
