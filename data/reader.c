@@ -426,28 +426,19 @@ static sr_status fetch_chunk(struct reader *r, struct chunk *c,
 }
 
 /* Check every record of a landed chunk against its CRC, once, off the
- * consumer's path: a dense chunk by one CRC of its bytes (the tap's, if
- * it saw them all in order), else, or when that fails, record by record
- * so a mismatch names the first bad record. The shard's index stays
- * loaded while the chunk is resident. */
+ * consumer's path: by the tap's CRC when it saw every byte in order,
+ * else in the buffer (shard_check_records: one CRC over a dense run,
+ * record by record when that fails, naming the first bad record). The
+ * shard's index stays loaded while the chunk is resident. */
 static sr_status verify_chunk(const struct shard_info *si,
                               const struct landing *l, const char *uri,
                               const uint8_t *data)
 {
     const struct chunk *c = l->c;
-    if (si->dense) {
-        uint32_t crc = l->in_order && l->next == c->off + c->len
-                       ? l->crc : shard_crc(0, data, (size_t)c->len);
-        if (shard_run_ok(si, c->first, c->end, crc))
-            return SR_OK;
-    }
-    for (uint64_t k = c->first; k < c->end; k++) {
-        uint64_t off;
-        uint32_t len;
-        shard_record_span(si, k, &off, &len);
-        SR_TRY(shard_check_record(si, k, data + (off - c->off), uri));
-    }
-    return SR_OK;
+    if (l->in_order && l->next == c->off + c->len &&
+        shard_run_ok(si, c->first, c->end, l->crc))
+        return SR_OK;
+    return shard_check_records(si, c->first, c->end, data, c->off, uri);
 }
 
 static sr_status load_shard_table(struct reader *r, uint32_t s,

@@ -129,9 +129,6 @@ static inline uint64_t shard_record_off(const struct shard_info *si,
     shard_record_span(si, i, &off, &len);
     return off;
 }
-/* Do record i's bytes match its stored CRC? (no message) */
-int shard_record_ok(const struct shard_info *si, uint64_t i,
-                    const uint8_t *rec);
 /* Check record i's bytes against its stored CRC; a mismatch names what,
  * the record and its byte offset. */
 sr_status shard_check_record(const struct shard_info *si, uint64_t i,
@@ -143,12 +140,15 @@ uint32_t shard_crc(uint32_t crc, const void *p, size_t n);
 /* Is crc, the CRC-32 of the bytes of records [first, end) of a dense
  * shard back to back, what their stored CRCs give? One table lookup per
  * record instead of a CRC call each. A corrupt record fails it as surely
- * as its own check; a mismatch does not say which record, so the caller
- * checks them one by one to name it. 0 for a shard that is not dense. */
+ * as its own check; a mismatch does not say which record
+ * (shard_check_records then looks one by one). 0 for a shard that is not
+ * dense. */
 int shard_run_ok(const struct shard_info *si, uint64_t first, uint64_t end,
                  uint32_t crc);
 /* Check records [first, end) held in bytes, which start at object offset
- * bytes_off; stops at the first mismatch. */
+ * bytes_off: a dense shard's by one CRC over the run (shard_run_ok), and
+ * record by record when that fails or the shard is not dense, stopping
+ * at the first mismatch, which the error names. */
 sr_status shard_check_records(const struct shard_info *si, uint64_t first,
                               uint64_t end, const uint8_t *bytes,
                               uint64_t bytes_off, const char *what)
