@@ -37,6 +37,9 @@ PY
     rm -f "$work/x.idx" "$work/y.idx"
 }
 make_set 44 s3://bench/set          # 2.07 GB of records in 64 MiB shards
+# the set's 2 GB were just written: flush them to disk now, or their
+# writeback (30 s on) lands in the first timed rounds of whichever tool
+sync
 bytes=$(/usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 ls --recursive \
     --summarize s3://bench/set/ | sed -nE 's/.*Total Size: ([0-9]+).*/\1/p')
 shards=$("$spotrun" data ls s3://bench/set | grep -c '\.srs ')
