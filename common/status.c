@@ -27,6 +27,7 @@ static const char *const names[SR_STATUS_COUNT] = {
     [SR_ERR_CUDA] = "CUDA error",
     [SR_ERR_INTERRUPTED] = "interrupted",
     [SR_ERR_INTERNAL] = "internal error",
+    [SR_ERR_DIVERGED] = "training diverged",
 };
 
 const char *sr_status_str(sr_status s)

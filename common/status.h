@@ -32,6 +32,7 @@ typedef enum sr_status {
     SR_ERR_CUDA = 13,       /* 13: a CUDA or NCCL call failed */
     SR_ERR_INTERRUPTED = 14,/* 14: stopped on request */
     SR_ERR_INTERNAL = 15,   /* 15: a broken invariant (a bug) */
+    SR_ERR_DIVERGED = 16,   /* 16: the training loss is not finite */
     SR_STATUS_COUNT
 } sr_status;
 

@@ -67,6 +67,12 @@ void metrics_format_line(const struct epoch_metrics *e, char *buf, size_t cap)
                  e->samples_per_sec, e->data_wait_s, e->epoch_s);
 }
 
+/* A JSON number, or null for NaN and infinities (JSON has neither). */
+static json_t *json_num(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
 sr_status metrics_epoch(struct metrics *m, const struct epoch_metrics *e,
                         FILE *out)
 {
@@ -76,19 +82,20 @@ sr_status metrics_epoch(struct metrics *m, const struct epoch_metrics *e,
     fflush(out);
     if (!m->uri[0])
         return SR_OK;
-    json_t *o = json_pack("{s:I, s:I, s:f}", "epoch", (json_int_t)e->epoch,
-                          "step", (json_int_t)e->step, "train_loss",
-                          e->train_loss);
+    json_t *o = json_object();
     if (!o)
         return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    json_object_set_new(o, "epoch", json_integer((json_int_t)e->epoch));
+    json_object_set_new(o, "step", json_integer((json_int_t)e->step));
+    json_object_set_new(o, "train_loss", json_num(e->train_loss));
     if (e->has_val) {
-        json_object_set_new(o, "val_loss", json_real(e->val_loss));
-        json_object_set_new(o, "val_accuracy", json_real(e->val_accuracy));
+        json_object_set_new(o, "val_loss", json_num(e->val_loss));
+        json_object_set_new(o, "val_accuracy", json_num(e->val_accuracy));
     }
-    json_object_set_new(o, "samples_per_sec", json_real(e->samples_per_sec));
-    json_object_set_new(o, "data_wait_s", json_real(e->data_wait_s));
-    json_object_set_new(o, "epoch_s", json_real(e->epoch_s));
-    json_object_set_new(o, "timestamp", json_real(wall_s()));
+    json_object_set_new(o, "samples_per_sec", json_num(e->samples_per_sec));
+    json_object_set_new(o, "data_wait_s", json_num(e->data_wait_s));
+    json_object_set_new(o, "epoch_s", json_num(e->epoch_s));
+    json_object_set_new(o, "timestamp", json_num(wall_s()));
     char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
                             JSON_REAL_PRECISION(10));
     json_decref(o);

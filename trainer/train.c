@@ -463,6 +463,16 @@ static sr_status train_step(struct trainer *t)
     }
     double loss = extra[GRAD_EXTRA_LOSS];
     double lr = lr_at(&t->sched, (uint64_t)cur->step);
+    if (!isfinite(loss)) {  /* the same sum on every rank: rank 0 tells */
+        t->quiet = t->c->rank != 0;
+        return SR_FAIL(SR_ERR_DIVERGED, "training diverged: the loss of "
+                       "step %lld (epoch %lld) is %s at learning rate %.4g; "
+                       "stopped before the parameters took that step, "
+                       "checkpoints already committed are kept. Lower --lr "
+                       "(or raise --warmup-steps) and run again",
+                       (long long)cur->step + 1, (long long)cur->epoch + 1,
+                       isnan(loss) ? "NaN" : "infinite", lr);
+    }
     SR_TRY(t->ops->optimizer_step(t->be, &t->op, (float)lr,
                                   (uint64_t)cur->step + 1));
     cur->step++;
