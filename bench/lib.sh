@@ -2,7 +2,8 @@
 # directory ($work), starts the local S3 test server on a free loopback port
 # with a bucket "bench", points spotrun and the AWS CLI at it, and removes
 # both on exit. Also sets $spotrun, $port and $aws (Debian's AWS CLI with
-# the endpoint). median, time_cmd and bench_within serve every benchmark.
+# the endpoint). median, time_cmd, bench_within, cpu_mark and steal_since
+# serve every benchmark.
 
 bench_s3_start() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,4 +51,21 @@ time_cmd() {
     local t0=$EPOCHREALTIME
     "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
     awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# cpu_mark: "TOTAL STEAL", the machine's CPU time so far and the part of it
+# the hypervisor gave to other guests (/proc/stat, in ticks)
+cpu_mark() {
+    awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat
+}
+
+# steal_since MARK: steal's share of the CPU time since MARK (a cpu_mark),
+# in percent. Timings taken while it is high say more about the host's
+# other guests than about the programs measured.
+steal_since() {
+    local t0 s0 t1 s1
+    read -r t0 s0 <<<"$1"
+    read -r t1 s1 < <(cpu_mark)
+    awk -v a="$t0" -v b="$t1" -v c="$s0" -v d="$s1" \
+        'BEGIN { printf "%.1f", (b > a) ? 100 * (d - c) / (b - a) : 0 }'
 }

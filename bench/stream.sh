@@ -60,6 +60,7 @@ shards=$("$spotrun" data ls s3://bench/set | grep -c '\.srs ')
 # server that has not served a large read yet
 curl -s --no-progress-meter --parallel --parallel-max 8 --config "$work/curl.cfg"
 r_t="" a_t="" c_t=""
+mark=$(cpu_mark)
 for round in 1 2 3 4 5; do
     r_t+="$(time_cmd "$spotrun" data stream s3://bench/set) "
     a_t+="$(time_cmd /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL_S3" s3 cp \
@@ -68,6 +69,7 @@ for round in 1 2 3 4 5; do
     c_t+="$(time_cmd curl -s --no-progress-meter --parallel --parallel-max 8 \
         --config "$work/curl.cfg") "
 done
+steal=$(steal_since "$mark")
 reader=$(awk -v b="$bytes" -v t="$(median <<<"$r_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
 awscli=$(awk -v b="$bytes" -v t="$(median <<<"$a_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
 ceiling=$(awk -v b="$bytes" -v t="$(median <<<"$c_t")" 'BEGIN {printf "%.0f", b / t / 1e6}')
@@ -107,6 +109,7 @@ echo "8 MiB ranged reads, 8 in flight, 256 MiB window, every record's CRC checke
 echo "training: MLP 784-1024-512-10, batch 256, 1 rank x 2 threads, shuffle blocks of"
 echo "20000 records (15.7 MB), streaming every epoch."
 echo "seconds per run: reader $r_t/ aws $a_t/ curl $c_t"
+echo "CPU steal (time the host gave to other guests) during those runs: $steal%"
 
 fail=0
 aws_ratio=$(awk -v r="$reader" -v a="$awscli" 'BEGIN {print r / a}')

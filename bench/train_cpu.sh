@@ -105,8 +105,12 @@ row() { # label ranks threads
                l, s, p, s/p, g, c, 100*g/c }'
 }
 
+mark=$(cpu_mark)
 r1=$(row "1 process x $threads threads" 1 "$threads")
+steal1=$(steal_since "$mark")
+mark=$(cpu_mark)
 r2=$(row "2 processes x 1 thread" 2 1)
+steal2=$(steal_since "$mark")
 
 echo
 echo "CPU training, MLP 784-${hidden//,/-}-10, global batch $batch, AdamW, Fashion-MNIST"
@@ -125,6 +129,8 @@ echo "OMP_WAIT_POLICY=PASSIVE; 2 processes = DistributedDataParallel, gloo."
 echo "sgemm: OpenBLAS on the step's own products (forward, dW, dX) with no"
 echo "element-wise work: the better of T OpenBLAS threads on the whole batch"
 echo "and T concurrent single-threaded products on batch/T rows each."
+echo "CPU steal (time the host gave to other guests) while each row ran:"
+echo "$steal1% and $steal2%."
 
 if [[ -n ${BENCH_MIN_RATIO:-} ]]; then
     for r in "$r1" "$r2"; do
