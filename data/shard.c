@@ -72,14 +72,6 @@ static inline uint64_t get_u64(const uint8_t *p)
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
-/* CRC-32 as zlib computes it (the gzip polynomial, reflected), through
- * ISA-L's carry-less-multiply kernels: several times zlib's speed, which
- * matters when every streamed record is checked. */
-static uint32_t crc32_span(const uint8_t *p, uint64_t n)
-{
-    return shard_crc(0, p, (size_t)n);
-}
-
 sr_status schema_add(struct shard_schema *s, const char *name,
                      enum sr_dtype t, int ndim, const uint32_t *shape)
 {
@@ -270,7 +262,7 @@ sr_status shard_build(struct sr_buf *out, const struct shard_schema *schema,
         const uint8_t *rec = records + i * rb;
         put_u64(e, i * rb);
         put_u32(e + 8, (uint32_t)rb);
-        put_u32(e + 12, crc32_span(rec, rb));
+        put_u32(e + 12, shard_crc(0, rec, rb));
     }
     if (data_len)
         memcpy(p + data_off, records, (size_t)data_len);
@@ -281,9 +273,9 @@ sr_status shard_build(struct sr_buf *out, const struct shard_schema *schema,
     put_u64(p + 24, index_off);
     put_u64(p + 32, data_off);
     put_u64(p + 40, data_len);
-    put_u32(p + 48, crc32_span(p + SHARD_HEADER_BYTES,
-                               data_off - SHARD_HEADER_BYTES));
-    put_u32(p + 60, crc32_span(p, 60));
+    put_u32(p + 48, shard_crc(0, p + SHARD_HEADER_BYTES,
+                              data_off - SHARD_HEADER_BYTES));
+    put_u32(p + 60, shard_crc(0, p, 60));
     out->len = base + (size_t)total;
 out:
     buf_free(&meta);
@@ -296,7 +288,7 @@ sr_status shard_parse_header(struct shard_header *h, const uint8_t *p,
     if (memcmp(p, SHARD_MAGIC, 8) != 0)
         return SR_FAIL(SR_ERR_FORMAT, "%s: byte 0: not a spotrun shard (bad "
                        "magic)", what);
-    uint32_t stored = get_u32(p + 60), calc = crc32_span(p, 60);
+    uint32_t stored = get_u32(p + 60), calc = shard_crc(0, p, 60);
     if (stored != calc)
         return SR_FAIL(SR_ERR_FORMAT, "%s: byte 60: header checksum mismatch "
                        "(stored %08x, computed %08x)", what, stored, calc);
@@ -362,8 +354,8 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
                        "records start at %llu", what,
                        (unsigned long long)prefix_len,
                        (unsigned long long)h->data_off);
-    uint32_t calc = crc32_span(p + SHARD_HEADER_BYTES,
-                               h->data_off - SHARD_HEADER_BYTES);
+    uint32_t calc = shard_crc(0, p + SHARD_HEADER_BYTES,
+                              h->data_off - SHARD_HEADER_BYTES);
     if (calc != h->meta_index_crc)
         return SR_FAIL(SR_ERR_FORMAT, "%s: bytes %d-%llu: schema/index "
                        "checksum mismatch (stored %08x, computed %08x)", what,
@@ -412,6 +404,9 @@ void shard_info_free(struct shard_info *si)
     si->join = NULL;
 }
 
+/* CRC-32 as zlib computes it (the gzip polynomial, reflected), through
+ * ISA-L's carry-less-multiply kernels: several times zlib's speed, which
+ * matters when every streamed record is checked. */
 uint32_t shard_crc(uint32_t crc, const void *p, size_t n)
 {
     const uint8_t *b = p;
@@ -427,7 +422,7 @@ uint32_t shard_crc(uint32_t crc, const void *p, size_t n)
 int shard_run_ok(const struct shard_info *si, uint64_t first, uint64_t end,
                  uint32_t crc)
 {
-    if (!si->dense || !si->join || first >= end || end > si->h.nrec)
+    if (!si->join || first >= end || end > si->h.nrec)    /* not dense */
         return 0;
     const uint32_t *t = si->join;
     const uint8_t *e = si->index + first * SHARD_INDEX_ENTRY_BYTES;
@@ -454,21 +449,14 @@ void shard_record_span(const struct shard_info *si, uint64_t i, uint64_t *off,
     *len = get_u32(e + 8);
 }
 
-static int shard_record_ok(const struct shard_info *si, uint64_t i,
-                           const uint8_t *rec)
-{
-    const uint8_t *e = si->index + i * SHARD_INDEX_ENTRY_BYTES;
-    return crc32_span(rec, get_u32(e + 8)) == get_u32(e + 12);
-}
-
 sr_status shard_check_record(const struct shard_info *si, uint64_t i,
                              const uint8_t *rec, const char *what)
 {
-    if (shard_record_ok(si, i, rec))
-        return SR_OK;
     const uint8_t *e = si->index + i * SHARD_INDEX_ENTRY_BYTES;
-    uint32_t len = get_u32(e + 8), stored = get_u32(e + 12);
-    uint32_t calc = crc32_span(rec, len);
+    uint32_t stored = get_u32(e + 12);
+    uint32_t calc = shard_crc(0, rec, get_u32(e + 8));
+    if (calc == stored)
+        return SR_OK;
     return SR_FAIL(SR_ERR_FORMAT, "%s: record %llu at byte %llu: checksum "
                    "mismatch (stored %08x, computed %08x)", what,
                    (unsigned long long)i,
