@@ -437,11 +437,7 @@ static sr_status verify_chunk(const struct shard_info *si,
     return shard_check_records(si, c->first, c->end, data, c->off, uri);
 }
 
-static sr_status load_shard_table(struct reader *r, uint32_t s,
-                                  struct shard_info *si,
-                                  struct chunk ***chunks);
-static void install_shard(struct reader *r, uint32_t s,
-                          const struct shard_info *si, struct chunk **chunks);
+static sr_status load_shard_locked(struct reader *r, uint32_t s);
 
 /* Load the first queued shard in advance (lock held; dropped while it is
  * read). */
@@ -450,14 +446,7 @@ static void preload_one(struct reader *r)
     uint32_t s = r->loadq[0];
     memmove(r->loadq, r->loadq + 1, (size_t)(--r->nloadq) * sizeof *r->loadq);
     r->shards[s].load = L_LOADING;
-    pthread_mutex_unlock(&r->mu);
-    struct shard_info si;
-    struct chunk **chunks = NULL;
-    sr_status st = load_shard_table(r, s, &si, &chunks);
-    pthread_mutex_lock(&r->mu);
-    if (st == SR_OK) {
-        install_shard(r, s, &si, chunks);
-    } else {
+    if (load_shard_locked(r, s) != SR_OK) {
         r->shards[s].load = L_FAILED;
         r->nearly--;
     }
@@ -577,34 +566,35 @@ static sr_status load_shard(struct reader *r, uint32_t s,
     return st;
 }
 
-/* load_shard, and an empty table of the shard's chunks (lock not held) */
-static sr_status load_shard_table(struct reader *r, uint32_t s,
-                                  struct shard_info *si,
-                                  struct chunk ***chunks)
+/* load_shard, and make the index current with an empty table of the
+ * shard's chunks (lock held; dropped while the shard is read). */
+static sr_status load_shard_locked(struct reader *r, uint32_t s)
 {
-    SR_TRY(load_shard(r, s, si));
-    uint64_t n = (si->h.nrec + r->per_chunk - 1) / r->per_chunk;
-    *chunks = calloc(n ? n : 1, sizeof **chunks);
-    if (!*chunks) {
-        shard_info_free(si);
-        return SR_FAIL(SR_ERR_NOMEM, "out of memory");
+    struct shard_info si;
+    struct chunk **chunks = NULL;
+    pthread_mutex_unlock(&r->mu);
+    sr_status st = load_shard(r, s, &si);
+    if (st == SR_OK) {
+        uint64_t n = (si.h.nrec + r->per_chunk - 1) / r->per_chunk;
+        chunks = calloc(n ? n : 1, sizeof *chunks);
+        if (!chunks) {
+            shard_info_free(&si);
+            st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
+        }
     }
-    return SR_OK;
-}
-
-/* Make a loaded shard's index current (lock held). */
-static void install_shard(struct reader *r, uint32_t s,
-                          const struct shard_info *si, struct chunk **chunks)
-{
+    pthread_mutex_lock(&r->mu);
+    if (st != SR_OK)
+        return st;
     struct shard_slot *ss = &r->shards[s];
     int early = ss->load == L_LOADING;
     ss->load = L_NONE;
-    ss->si = *si;
+    ss->si = si;
     ss->chunks = chunks;
     ss->loaded = 1;
     ss->early = early;
     r->stats.indexes++;
     r->stats.indexes_ahead += (uint64_t)early;
+    return SR_OK;
 }
 
 /* Free chunks the consumer is done with (lock held). */
@@ -881,16 +871,11 @@ static int need_shard(struct reader *r, uint32_t s)
         r->nearly--;
     }
     ss->load = L_NONE;
-    struct shard_info si;
-    struct chunk **chunks = NULL;
-    pthread_mutex_unlock(&r->mu);
-    sr_status st = load_shard_table(r, s, &si, &chunks);
-    pthread_mutex_lock(&r->mu);
+    sr_status st = load_shard_locked(r, s);
     if (st != SR_OK) {
         set_fatal(r, st);
         return -1;
     }
-    install_shard(r, s, &si, chunks);
     return 1;
 }
 
