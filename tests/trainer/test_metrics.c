@@ -28,8 +28,10 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
     snprintf(f->dir, sizeof f->dir, "/tmp/test_metrics.XXXXXX");
-    if (!f || !mkdtemp(f->dir) || storage_open(&f->st) != SR_OK)
+    if (!mkdtemp(f->dir) || storage_open(&f->st) != SR_OK)
         return -1;
     snprintf(f->uri, sizeof f->uri, "%s/metrics.jsonl", f->dir);
     f->out = tmpfile();
