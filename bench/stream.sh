@@ -56,18 +56,20 @@ shards=$("$spotrun" data ls s3://bench/set | grep -c '\.srs ')
         printf "header = \"x-amz-content-sha256: UNSIGNED-PAYLOAD\"\nfail\n" } }' \
     >"$work/curl.cfg"
 
+reader_run() { "$spotrun" data stream s3://bench/set; }
+curl_run() {
+    curl -s --no-progress-meter --parallel --parallel-max 8 --config "$work/curl.cfg"
+}
+
 # one untimed pass first: otherwise the first tool timed would meet a
 # server that has not served a large read yet
-curl -s --no-progress-meter --parallel --parallel-max 8 --config "$work/curl.cfg"
+curl_run
+
 # Each round runs the reader and curl back to back (taking turns at going
 # first), then aws. This host's capacity drifts within seconds, so the
 # ceiling share is the median of the rounds' own reader/curl ratios: two
 # runs seconds apart meet the same load, while the two tools' medians can
 # come from rounds that did not.
-reader_run() { "$spotrun" data stream s3://bench/set; }
-curl_run() {
-    curl -s --no-progress-meter --parallel --parallel-max 8 --config "$work/curl.cfg"
-}
 r_t="" a_t="" c_t="" shares=""
 mark=$(cpu_mark)
 for round in 1 2 3 4 5 6 7; do
