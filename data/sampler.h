@@ -19,9 +19,15 @@
 
 #include "../common/status.h"
 
-/* The default shuffle block: as many records as fill 128 MiB, so a block
- * fits the default 256 MiB read-ahead window with room to fetch ahead. */
-#define SAMPLER_AUTO_BLOCK_BYTES (128ull << 20)
+/* The default shuffle block: as many records as fill 64 MiB, a quarter of
+ * the default 256 MiB read-ahead window. A block's records come in random
+ * order, so all its chunks must land before its first batch is served,
+ * and they are freed only once it has been served: the window must hold
+ * the block being served and more than the next one, or the fetchers run
+ * out of planned chunks at every block edge. 128 MiB blocks (about 140 MiB
+ * of chunks each, with the part chunks at chunk and shard edges) did not
+ * fit twice, and fewer reads were in flight after every edge. */
+#define SAMPLER_AUTO_BLOCK_BYTES (64ull << 20)
 
 static inline uint64_t sampler_auto_block(uint64_t record_bytes)
 {

@@ -66,7 +66,7 @@ static const struct opt opts[] = {
     { "seed", T_U64, F(seed), "42", 0, 0, NULL,
       "seed for initialisation and data order" },
     { "shuffle-block", T_U64, F(shuffle_block), "0", 0, 4294967295.0,
-      NULL, "records per shuffle block; 0 = as many as fill 128 MiB" },
+      NULL, "records per shuffle block; 0 = as many as fill 64 MiB" },
     { "read-ahead", T_SIZE, F(read_ahead), "256MiB", 1048576, 1.1e12, NULL,
       "bytes of data held and fetched ahead of training" },
     { "read-chunk", T_SIZE, F(read_chunk), "8MiB", 4096, 1.1e9, NULL,

@@ -31,7 +31,7 @@ struct train_config {
     double weight_decay;
     double beta1, beta2, eps;
     uint64_t seed;
-    uint64_t shuffle_block;     /* records; 0 = 128 MiB worth */
+    uint64_t shuffle_block;     /* records; 0 = 64 MiB worth */
     char device[8];             /* auto | cpu | cuda */
     char precision[8];          /* fp32 | tf32 | bf16 (GPU) */
     char comm[8];               /* auto | nccl | mpi (GPU all-reduce) */

@@ -100,7 +100,7 @@ sr_status trainer_agree(struct trainer *t, sr_status local,
                         const char *phase) SR_MUST_USE;
 
 size_t trainer_opt_state_len(const struct trainer *t);
-/* Records per shuffle block: --shuffle-block, or 128 MiB of records. */
+/* Records per shuffle block: --shuffle-block, or 64 MiB of records. */
 uint64_t trainer_shuffle_block(const struct trainer *t);
 
 /* Start the writer (rank 0) and resume from the newest usable checkpoint
