@@ -23,6 +23,13 @@ static void shape_str(const struct mlp *m, char *out, size_t cap)
                               m->dims[l]);
 }
 
+/* Shuffle blocks of at least the dataset's records all give the same
+ * order (one permutation of the whole epoch). */
+static uint64_t same_order_block(uint64_t block, uint64_t nrec)
+{
+    return block < nrec ? block : nrec;
+}
+
 /* Can this run continue from meta? Refuses what would load garbage or
  * silently change the sample sequence. */
 static sr_status check_fits(const struct trainer *t,
@@ -60,12 +67,15 @@ static sr_status check_fits(const struct trainer *t,
                        "uses %llu; %s", what, (unsigned long long)mt->seed,
                        (unsigned long long)cfg->seed, hint);
     if (mt->shuffle_block != 0 &&          /* 0: format 1, not recorded */
-        mt->shuffle_block != trainer_shuffle_block(t))
+        same_order_block(mt->shuffle_block, t->train.ds.nrec) !=
+        same_order_block(trainer_shuffle_block(t), t->train.ds.nrec))
         return SR_FAIL(SR_ERR_USAGE, "%s was made with a shuffle block of "
                        "%llu records, this run uses %llu (the sample "
-                       "sequence would change); %s", what,
+                       "sequence would change); pass --shuffle-block %llu "
+                       "to continue it, or %s", what,
                        (unsigned long long)mt->shuffle_block,
-                       (unsigned long long)trainer_shuffle_block(t), hint);
+                       (unsigned long long)trainer_shuffle_block(t),
+                       (unsigned long long)mt->shuffle_block, hint);
     if (mt->position % cfg->batch_size != 0 || mt->epoch < 0 ||
         mt->step < 0)
         return SR_FAIL(SR_ERR_FORMAT, "%s: inconsistent cursor", what);

@@ -80,6 +80,23 @@ grep -q 'resumed from .*step-0000000100' "$WORK/d.err" || fail "did not fall bac
 [[ $(digest "$WORK/d.txt") == $(digest "$WORK/ref1.txt") ]] || fail "after fallback"
 pass "an uncommitted newest checkpoint is skipped; resumed from step 100, same result"
 
+# the shuffle block is part of the order: another one is refused, naming
+# the block that continues the run; a block of at least the dataset's
+# 60000 records gives the same order as the default one (64 MiB of
+# 785-byte records) and resumes
+set +e
+train 1 --checkpoint "$WORK/ck-1-234" --shuffle-block 5000 >/dev/null 2>"$WORK/sb.err"
+rc=$?
+set -e
+auto=$((64 * 1048576 / 785))
+[[ $rc -eq 2 ]] && grep -q "shuffle block of $auto records, this run uses 5000 .*pass --shuffle-block $auto to continue it" "$WORK/sb.err" ||
+    fail "another shuffle block: rc $rc: $(grep error "$WORK/sb.err")"
+train 1 --checkpoint "$WORK/ck-1-234" --shuffle-block 60000 >/dev/null 2>"$WORK/sb2.err" ||
+    fail "a shuffle block of the whole dataset: $(grep error "$WORK/sb2.err")"
+grep -q 'resumed from .*step-0000000468' "$WORK/sb2.err" ||
+    fail "a shuffle block of the whole dataset did not resume: $(grep -E 'resum|checkpoint' "$WORK/sb2.err")"
+pass "another shuffle block is refused (exit 2, naming --shuffle-block $auto); one of the whole dataset resumes"
+
 set +e
 train 1 --checkpoint "$WORK/ck-1-234" --hidden 64 >/dev/null 2>"$WORK/e.err"
 rc=$?
