@@ -36,7 +36,7 @@ sr_status sampler_init(struct sampler *s, const uint64_t *shard_nrec,
         s->shard_first[i] = s->nrec;
         s->nrec += shard_nrec[i];
     }
-    s->block = block < s->nrec ? block : (s->nrec ? s->nrec : 1);
+    s->block = sampler_effective_block(block, s->nrec);
     s->perm = malloc(s->block * sizeof *s->perm);
     if (!s->perm) {
         sampler_free(s);

@@ -24,15 +24,24 @@
  * order, so all its chunks must land before its first batch is served,
  * and they are freed only once it has been served: the window must hold
  * the block being served and more than the next one, or the fetchers run
- * out of planned chunks at every block edge. 128 MiB blocks (about 140 MiB
- * of chunks each, with the part chunks at chunk and shard edges) did not
- * fit twice, and fewer reads were in flight after every edge. */
+ * out of planned chunks at every block edge. A 128 MiB block spanned 17
+ * chunks of 8 MiB (the part chunks at its chunk and shard edges), so two
+ * did not fit: the planner could queue 32 chunks, not 34, and fewer reads
+ * were in flight after every edge. */
 #define SAMPLER_AUTO_BLOCK_BYTES (64ull << 20)
 
 static inline uint64_t sampler_auto_block(uint64_t record_bytes)
 {
     uint64_t b = SAMPLER_AUTO_BLOCK_BYTES / (record_bytes ? record_bytes : 1);
     return b > 0 ? b : 1;
+}
+
+/* The block the order of nrec records is cut into: a block of at least
+ * nrec records is one permutation of the whole epoch, whatever its size,
+ * so two blocks give the same order exactly when these are equal. */
+static inline uint64_t sampler_effective_block(uint64_t block, uint64_t nrec)
+{
+    return block < nrec ? block : (nrec ? nrec : 1);
 }
 
 struct sampler {

@@ -23,13 +23,6 @@ static void shape_str(const struct mlp *m, char *out, size_t cap)
                               m->dims[l]);
 }
 
-/* Shuffle blocks of at least the dataset's records all give the same
- * order (one permutation of the whole epoch). */
-static uint64_t same_order_block(uint64_t block, uint64_t nrec)
-{
-    return block < nrec ? block : nrec;
-}
-
 /* Can this run continue from meta? Refuses what would load garbage or
  * silently change the sample sequence. */
 static sr_status check_fits(const struct trainer *t,
@@ -67,8 +60,8 @@ static sr_status check_fits(const struct trainer *t,
                        "uses %llu; %s", what, (unsigned long long)mt->seed,
                        (unsigned long long)cfg->seed, hint);
     if (mt->shuffle_block != 0 &&          /* 0: format 1, not recorded */
-        same_order_block(mt->shuffle_block, t->train.ds.nrec) !=
-        same_order_block(trainer_shuffle_block(t), t->train.ds.nrec))
+        sampler_effective_block(mt->shuffle_block, t->train.ds.nrec) !=
+        t->sampler.block)
         return SR_FAIL(SR_ERR_USAGE, "%s was made with a shuffle block of "
                        "%llu records, this run uses %llu (the sample "
                        "sequence would change); pass --shuffle-block %llu "
