@@ -50,6 +50,17 @@ static int teardown(void **state)
     return 0;
 }
 
+/* One metrics writer records epochs e[0..n) in both forms. */
+static void write_epochs(const struct fixture *f,
+                         const struct epoch_metrics *e, size_t n)
+{
+    struct metrics m;
+    assert_int_equal(metrics_open(&m, f->st, f->uri, 0), SR_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(metrics_epoch(&m, &e[i], f->out), SR_OK);
+    metrics_close(&m);
+}
+
 /* Line k (0-based) of the metrics file, parsed. */
 static json_t *record(const struct fixture *f, int k)
 {
@@ -79,15 +90,12 @@ static void last_line(const struct fixture *f, char *buf, size_t cap)
 static void test_metrics__record_in_both_forms(void **state)
 {
     struct fixture *f = *state;
-    struct metrics m;
-    assert_int_equal(metrics_open(&m, f->st, f->uri, 0), SR_OK);
     struct epoch_metrics e = {
         .epoch = 2, .step = 468, .train_loss = 0.3512, .has_val = 1,
         .val_loss = 0.3861, .val_accuracy = 0.8712,
         .samples_per_sec = 48211, .data_wait_s = 0.02, .epoch_s = 1.31,
     };
-    assert_int_equal(metrics_epoch(&m, &e, f->out), SR_OK);
-    metrics_close(&m);
+    write_epochs(f, &e, 1);
 
     char line[1024];
     last_line(f, line, sizeof line);
@@ -109,20 +117,15 @@ static void test_metrics__record_in_both_forms(void **state)
 static void test_metrics__non_finite_values_are_null(void **state)
 {
     struct fixture *f = *state;
-    struct metrics m;
-    assert_int_equal(metrics_open(&m, f->st, f->uri, 0), SR_OK);
-    struct epoch_metrics e = {
-        .epoch = 1, .step = 234, .train_loss = 2.25, .has_val = 1,
-        .val_loss = INFINITY, .val_accuracy = NAN,
-        .samples_per_sec = 1000, .data_wait_s = 0, .epoch_s = 1,
+    struct epoch_metrics e[2] = {
+        { .epoch = 1, .step = 234, .train_loss = 2.25, .has_val = 1,
+          .val_loss = INFINITY, .val_accuracy = NAN,
+          .samples_per_sec = 1000, .data_wait_s = 0, .epoch_s = 1 },
+        { .epoch = 2, .step = 468, .train_loss = 2.25, .has_val = 1,
+          .val_loss = 0.5, .val_accuracy = 0.75,
+          .samples_per_sec = 1000, .data_wait_s = 0, .epoch_s = 1 },
     };
-    assert_int_equal(metrics_epoch(&m, &e, f->out), SR_OK);
-    e.epoch = 2;
-    e.step = 468;
-    e.val_loss = 0.5;
-    e.val_accuracy = 0.75;
-    assert_int_equal(metrics_epoch(&m, &e, f->out), SR_OK);
-    metrics_close(&m);
+    write_epochs(f, e, 2);
 
     json_t *o = record(f, 0);
     assert_true(json_is_null(json_object_get(o, "val_loss")));
