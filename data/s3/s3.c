@@ -14,6 +14,7 @@
 
 #include "../../common/log.h"
 #include "../../common/util.h"
+#include "s3_direct.h"
 #include "s3_http.h"
 #include "s3_xml.h"
 
@@ -246,10 +247,12 @@ sr_status s3_client_open(struct s3_client **out, const struct s3_config *cfg)
         s = SR_FAIL(SR_ERR_INTERNAL, "cannot set up a curl share handle");
         goto out;
     }
+    c->direct = s3_direct_usable();
     log_debug("s3: endpoint %s://%s, region %s, part size %zu, multipart "
-              "above %zu, concurrency %d, %d attempts", c->scheme,
+              "above %zu, concurrency %d, %d attempts, %s", c->scheme,
               c->authority, cfg->region, cfg->part_size,
-              cfg->multipart_threshold, cfg->concurrency, cfg->max_attempts);
+              cfg->multipart_threshold, cfg->concurrency, cfg->max_attempts,
+              c->direct ? "direct GETs" : "GETs through libcurl (proxy)");
     *out = c;
     return SR_OK;
 out:

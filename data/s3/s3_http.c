@@ -21,6 +21,7 @@
 #include "../../common/rng.h"
 #include "../../common/util.h"
 #include "../storage.h"
+#include "s3_direct.h"
 #include "s3_xml.h"
 
 #define BODY_MAX ((size_t)64 << 20)   /* cap on bodies kept in memory */
@@ -33,6 +34,7 @@ struct s3_http_sess {
     struct s3_http_xfer **x;
     size_t nx;
     struct rng rng;
+    struct s3_direct *direct;   /* its connection for direct GETs */
     struct s3_http_sess *next;
 };
 
@@ -115,6 +117,7 @@ void s3_http_free_idle(struct s3_client *c)
         for (size_t i = 0; i < s->nx; i++)
             xfer_free(s->x[i]);
         free(s->x);
+        s3_direct_free(s->direct);
         curl_multi_cleanup(s->multi);
         free(s);
     }
@@ -469,11 +472,29 @@ static sr_status set_method(struct s3_http_xfer *x)
     return SR_OK;
 }
 
-static sr_status prepare(struct s3_http_xfer *x)
+sr_status s3_http_conn_opts(CURL *e, const struct s3_client *c,
+                           char *errbuf)
 {
-    const struct s3_client *c = x->sess->c;
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SHARE, c->share));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                                (long)CURL_HTTP_VERSION_1_1));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L));
+    if (c->cfg.ca_bundle[0])
+        CURL_CHECK(curl_easy_setopt(e, CURLOPT_CAINFO, c->cfg.ca_bundle));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                                (long)(c->cfg.connect_timeout_s * 1000)));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf));
+    return SR_OK;
+}
+
+/* Forget what an attempt received. */
+static void resp_reset(struct s3_http_xfer *x)
+{
     struct s3_http_resp *r = &x->resp;
-    CURL *e = x->easy;
     r->status = 0;
     r->has_length = r->has_range = r->body_started = 0;
     r->etag[0] = r->request_id[0] = '\0';
@@ -481,36 +502,30 @@ static sr_status prepare(struct s3_http_xfer *x)
     r->got = 0;
     x->body_pos = 0;
     x->errbuf[0] = '\0';
+}
+
+static sr_status prepare(struct s3_http_xfer *x)
+{
+    const struct s3_client *c = x->sess->c;
+    CURL *e = x->easy;
+    resp_reset(x);
     SR_TRY(creds_chain_get(c->creds, x->cred));
     struct hdrs h;
     SR_TRY(sign_and_address(x, &h));
 
     curl_easy_reset(e);
+    SR_TRY(s3_http_conn_opts(e, c, x->errbuf));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_URL, (const char *)x->url.data));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hnodes));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_PRIVATE, x));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SHARE, c->share));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                                (long)CURL_HTTP_VERSION_1_1));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_USERAGENT,
-                                "spotrun/" SPOTRUN_VERSION));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L));
-    if (c->cfg.ca_bundle[0])
-        CURL_CHECK(curl_easy_setopt(e, CURLOPT_CAINFO, c->cfg.ca_bundle));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                                (long)(c->cfg.connect_timeout_s * 1000)));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_USERAGENT, S3_HTTP_USER_AGENT));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                                 (long)ceil(c->cfg.stall_timeout_s)));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L));
     /* read bodies in large pieces: fewer wake-ups here and less
      * back-pressure on the server */
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEDATA, x));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header));
@@ -523,6 +538,40 @@ static sr_status prepare(struct s3_http_xfer *x)
     return set_method(x);
 }
 
+static void finish(struct s3_http_xfer *x, CURLcode cc);
+
+/* GETs of at least this many bytes may go direct (s3_direct.h) */
+#define DIRECT_MIN ((size_t)1 << 20)
+
+/* Run x to its end over the session's direct connection, when it is a
+ * large GET and the session's only transfer (a direct GET holds the
+ * thread); 0 when it does not go direct or the response was declined. */
+static int run_direct(struct s3_http_xfer *x)
+{
+    struct s3_http_sess *s = x->sess;
+    if (!s->c->direct || !x->req.dst || x->req.dst_len < DIRECT_MIN ||
+        strcmp(x->req.method, "GET") != 0)
+        return 0;
+    for (size_t i = 0; i < s->nx; i++)
+        if (s->x[i] != x && (s->x[i]->state == XS_QUEUED ||
+                             s->x[i]->state == XS_RUNNING))
+            return 0;
+    CURLcode cc = CURLE_OK;
+    switch (s3_direct_get(&s->direct, s->c, x, on_header, &cc)) {
+    case S3_DIRECT_DONE:
+        cc = CURLE_OK;
+        break;
+    case S3_DIRECT_FAILED:
+        break;
+    case S3_DIRECT_DECLINED:
+        resp_reset(x);
+        return 0;
+    }
+    x->state = XS_REAPED;
+    finish(x, cc);
+    return 1;
+}
+
 static void start(struct s3_http_xfer *x)
 {
     sr_status s = prepare(x);
@@ -530,6 +579,8 @@ static void start(struct s3_http_xfer *x)
         XFER_FAIL(x, s, "%s", sr_errmsg_user());
         return;
     }
+    if (run_direct(x))
+        return;
     CURLMcode mc = curl_multi_add_handle(x->sess->multi, x->easy);
     if (mc != CURLM_OK) {
         XFER_FAIL(x, SR_ERR_INTERNAL, "curl_multi_add_handle: %s",

@@ -36,6 +36,7 @@ struct s3_client {
     pthread_mutex_t mu;         /* guards idle */
     struct s3_http_sess *idle;
     atomic_uint seq;
+    int direct;                 /* large GETs may go direct (s3_direct.h) */
 };
 
 /* What to send. Strings are the caller's and must outlive the transfer. */
@@ -98,6 +99,14 @@ struct s3_http_xfer {
     struct curl_slist hnodes[S3_HTTP_MAX_HEADERS];
     char errbuf[CURL_ERROR_SIZE];
 };
+
+#define S3_HTTP_USER_AGENT "spotrun/" SPOTRUN_VERSION
+
+/* The options every connection to c's endpoint is made with: TLS checks,
+ * the connect timeout, HTTP/1.1, the shared DNS and TLS-session cache;
+ * libcurl's error text goes to errbuf (CURL_ERROR_SIZE bytes). */
+sr_status s3_http_conn_opts(CURL *e, const struct s3_client *c,
+                            char *errbuf) SR_MUST_USE;
 
 /* One-time library setup (curl, libxml2); safe from any thread. */
 void s3_http_global_init(void);

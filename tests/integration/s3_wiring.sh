@@ -85,4 +85,12 @@ AWS_CA_BUNDLE=$WORK/tls.crt "$SPOTRUN" cp "$WORK/tls.bin" s3://test/tls/obj >/de
 AWS_CA_BUNDLE=$WORK/tls.crt "$SPOTRUN" cp s3://test/tls/obj "$WORK/tls.back" >/dev/null ||
     fail "https with AWS_CA_BUNDLE: download failed"
 cmp -s "$WORK/tls.bin" "$WORK/tls.back" || fail "https: the object came back different"
-pass "https: an untrusted certificate -> exit $rc: $(grep -m1 'error:' "$WORK/tls.txt" | sed 's/.*error: //'); trusted through AWS_CA_BUNDLE, an object goes and comes back intact"
+# the streaming reader's ranged reads (received in place, every record's
+# CRC checked) over TLS
+AWS_CA_BUNDLE=$WORK/tls.crt "$SPOTRUN" data import fashion-mnist --out s3://test/tlsfm \
+    >/dev/null 2>&1 || fail "https: data import failed"
+AWS_CA_BUNDLE=$WORK/tls.crt "$SPOTRUN" data stream s3://test/tlsfm/train --read-chunk 8MiB \
+    >"$WORK/tls-stream.txt" 2>&1 || fail "https: data stream failed: $(tail -n 2 "$WORK/tls-stream.txt")"
+grep -q '^streamed 60000 records' "$WORK/tls-stream.txt" ||
+    fail "https: data stream: $(cat "$WORK/tls-stream.txt")"
+pass "https: an untrusted certificate -> exit $rc: $(grep -m1 'error:' "$WORK/tls.txt" | sed 's/.*error: //'); trusted through AWS_CA_BUNDLE, an object goes and comes back intact and a dataset streams"

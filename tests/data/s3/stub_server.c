@@ -79,7 +79,7 @@ static int write_all(int c, const void *p, size_t n)
 {
     const char *b = p;
     while (n > 0) {
-        ssize_t k = write(c, b, n);
+        ssize_t k = send(c, b, n, MSG_NOSIGNAL);  /* a client gone: EPIPE */
         if (k <= 0)
             return -1;
         b += k;
@@ -99,6 +99,10 @@ static void serve(struct stub_server *s, int c)
         const void *body = out->data ? (const void *)out->data : out->body;
         size_t len = out->data ? out->data_len : strlen(out->body);
         size_t nsend = strcmp(r->method, "HEAD") == 0 ? 0 : len;
+        if (out->truncated)
+            nsend /= 2;
+        if (out->delay_ms > 0)
+            usleep((useconds_t)out->delay_ms * 1000);
         if (!out->reset) {
             char head[1400];
             int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\n"

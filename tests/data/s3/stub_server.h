@@ -28,6 +28,8 @@ struct stub_reply {
     const uint8_t *data;        /* when set, sent instead of body */
     size_t data_len;
     int reset;                  /* close the connection without a reply */
+    int truncated;              /* send half the body, then close */
+    int delay_ms;               /* wait this long before replying */
 };
 
 typedef void (*stub_handler)(void *arg, const struct stub_req *r,

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "data/s3/s3.h"
+#include "data/storage.h"
 #include "stub_server.h"
 
 #define MAX_SEEN 64
@@ -46,8 +47,12 @@ struct script {
     char sha[MAX_SEEN][80];
     char inm[MAX_SEEN][8];
     char ua[MAX_SEEN][64];
-    const uint8_t *object;      /* when set, ranged GETs are served from it */
+    const uint8_t *object;      /* when set, GETs after the scripted steps
+                                   are served from it */
     size_t object_len;
+    int whole;                  /* ... ignoring Range: 200, every byte */
+    int truncate_first;         /* ... the first ones cut short */
+    int delay_ms;               /* every reply waits this long */
 };
 
 static struct script sc;
@@ -89,13 +94,20 @@ static void handle(void *arg, const struct stub_req *r, struct stub_reply *out)
     int i = sc.n < MAX_SEEN ? sc.n : MAX_SEEN - 1;
     sc.n++;
     record(r, i);
+    out->delay_ms = sc.delay_ms;
     if (strncmp(r->target, "/creds", 6) == 0) {
         out->status = 200;
         snprintf(out->body, sizeof out->body, "{\"AccessKeyId\":\"ASIA%d\","
                  "\"SecretAccessKey\":\"s\",\"Token\":\"tok-%d\","
                  "\"Expiration\":\"2099-01-01T00:00:00Z\"}", i, i);
-    } else if (sc.object) {
-        serve_range(out, sc.range[i]);
+    } else if (sc.object && i >= sc.nsteps) {
+        if (sc.whole) {
+            out->data = sc.object;
+            out->data_len = sc.object_len;
+        } else {
+            serve_range(out, sc.range[i]);
+        }
+        out->truncated = i - sc.nsteps < sc.truncate_first;
     } else {
         const struct step *st = &sc.steps[i < sc.nsteps ? i : sc.nsteps - 1];
         out->status = st->status;
@@ -113,6 +125,18 @@ static void script(const struct step *steps, int n)
     sc.nsteps = n;
     sc.n = 0;
     sc.object = NULL;
+    pthread_mutex_unlock(&sc.mu);
+}
+
+/* After the scripted steps, serve GETs from obj. */
+static void serve_object(const uint8_t *obj, size_t n, int whole,
+                         int truncate_first)
+{
+    pthread_mutex_lock(&sc.mu);
+    sc.object = obj;
+    sc.object_len = n;
+    sc.whole = whole;
+    sc.truncate_first = truncate_first;
     pthread_mutex_unlock(&sc.mu);
 }
 
@@ -579,10 +603,7 @@ static void test_s3__large_read_uses_parallel_ranges(void **state)
         obj[i] = (uint8_t)(i * 131 + (i >> 12));
     setenv("SPOTRUN_S3_PART_SIZE", "5MiB", 1);
     script(NULL, 0);
-    pthread_mutex_lock(&sc.mu);
-    sc.object = obj;
-    sc.object_len = n;
-    pthread_mutex_unlock(&sc.mu);
+    serve_object(obj, n, 0, 0);
     struct s3_client *c = client();
     assert_int_equal(s3_get(c, "bkt", "big", 1, got, n - 1), SR_OK);
     assert_memory_equal(got, obj + 1, n - 1);
@@ -595,9 +616,133 @@ static void test_s3__large_read_uses_parallel_ranges(void **state)
     }
     assert_true(seen[0] && seen[1] && seen[2]);
     s3_client_close(c);
+    serve_object(NULL, 0, 0, 0);
+    free(obj);
+    free(got);
+}
+
+/* A tap that checks the pieces come in order and sums their bytes. */
+struct order_tap {
+    uint64_t next;
+    uint64_t sum;
+    int out_of_order;
+};
+
+static void order_tap_fn(void *arg, uint64_t off, const void *p, size_t n)
+{
+    struct order_tap *t = arg;
+    t->out_of_order |= off != t->next;
+    t->next = off + n;
+    for (size_t i = 0; i < n; i++)
+        t->sum += ((const uint8_t *)p)[i];
+}
+
+static uint8_t *test_object(size_t n)
+{
+    uint8_t *obj = malloc(n);
+    assert_non_null(obj);
+    for (size_t i = 0; i < n; i++)
+        obj[i] = (uint8_t)(i * 131 + (i >> 12));
+    return obj;
+}
+
+/* A GET of a part or less (one transfer, 1 MiB or more) is received in
+ * place: the bytes, the request and the tap's view all as through
+ * libcurl. */
+static void test_s3__direct_get_lands_in_place(void **state)
+{
+    (void)state;
+    const size_t n = 3 << 20;
+    uint8_t *obj = test_object(n), *got = malloc(n);
+    script(NULL, 0);
+    serve_object(obj, n, 0, 0);
+    struct s3_client *c = client();
+    struct order_tap t = { .next = 5 };
+    struct storage_tap tap = { order_tap_fn, &t };
+    assert_int_equal(s3_get_tap(c, "bkt", "big", 5, got, n - 5, &tap), SR_OK);
+    assert_memory_equal(got, obj + 5, n - 5);
+    assert_int_equal(requests(), 1);
+    assert_string_equal(sc.method[0], "GET");
+    assert_string_equal(sc.target[0], "/bkt/big");
+    assert_string_equal(sc.range[0], "bytes=5-3145727");
+    assert_non_null(strstr(sc.auth[0], "SignedHeaders=host;range;"
+                           "x-amz-content-sha256;x-amz-date"));
+    assert_true(strncmp(sc.ua[0], "spotrun/", 8) == 0);
+    uint64_t sum = 0;
+    for (size_t i = 5; i < n; i++)
+        sum += obj[i];
+    assert_false(t.out_of_order);
+    assert_int_equal(t.next, n);
+    assert_int_equal(t.sum, sum);
+    s3_client_close(c);
+    serve_object(NULL, 0, 0, 0);
+    free(obj);
+    free(got);
+}
+
+/* Throttling and a body cut short are retried; S3's error document
+ * comes through (no second request to get it); an object shorter than the
+ * read is a format error; a server that ignores Range is read through
+ * libcurl instead, which takes the asked bytes out of the whole object. */
+static void test_s3__direct_get_failures(void **state)
+{
+    (void)state;
+    const size_t n = 2 << 20;
+    uint8_t *obj = test_object(n), *got = malloc(n);
+    struct s3_client *c = client();
+
+    static const struct step slow[] = {
+        { 503, ERR("SlowDown", "Please reduce your request rate."), NULL } };
+    script(slow, 1);
+    serve_object(obj, n, 0, 1);
+    assert_int_equal(s3_get(c, "bkt", "k", 0, got, n), SR_OK);
+    assert_memory_equal(got, obj, n);
+    assert_int_equal(requests(), 3);   /* 503, cut short, whole */
+
+    static const struct step missing[] = {
+        { 404, ERR("NoSuchKey", "The specified key does not exist."), NULL } };
+    script(missing, 1);
+    assert_int_equal(s3_get(c, "bkt", "gone", 0, got, n), SR_ERR_NOT_FOUND);
+    assert_non_null(strstr(sr_errmsg(), "s3://bkt/gone: GET bytes=0-2097151: "
+                           "404 NoSuchKey: The specified key does not "
+                           "exist. (request id REQ1)"));
+    assert_int_equal(requests(), 1);
+
+    static const struct step shorter[] = {
+        { 206, "abcdefghij", "Content-Range: bytes 0-9/10\r\n" } };
+    script(shorter, 1);
+    assert_int_equal(s3_get(c, "bkt", "k", 0, got, n), SR_ERR_FORMAT);
+    assert_non_null(strstr(sr_errmsg(), "object of 10 bytes ends before "
+                           "byte 2097152"));
+    assert_memory_equal(got, "abcdefghij", 10);
+
+    script(NULL, 0);
+    serve_object(obj, n, 1, 0);
+    memset(got, 0, n);
+    assert_int_equal(s3_get(c, "bkt", "k", 7, got, n - 7), SR_OK);
+    assert_memory_equal(got, obj + 7, n - 7);
+    assert_int_equal(requests(), 2);   /* declined, then through libcurl */
+    assert_string_equal(sc.range[1], "bytes=7-2097151");
+    s3_client_close(c);
+
+    /* a server that goes quiet: the stall timeout, named */
+    setenv("SPOTRUN_S3_STALL_TIMEOUT_S", "1", 1);
+    setenv("SPOTRUN_S3_MAX_ATTEMPTS", "1", 1);
+    script(NULL, 0);
+    serve_object(obj, n, 0, 0);
     pthread_mutex_lock(&sc.mu);
-    sc.object = NULL;
+    sc.delay_ms = 2500;
     pthread_mutex_unlock(&sc.mu);
+    c = client();
+    double t0 = now_s();
+    assert_int_equal(s3_get(c, "bkt", "k", 0, got, n), SR_ERR_NET);
+    assert_true(now_s() - t0 < 2.4);
+    assert_non_null(strstr(sr_errmsg(), "no progress in 1 s"));
+    s3_client_close(c);
+    pthread_mutex_lock(&sc.mu);
+    sc.delay_ms = 0;
+    pthread_mutex_unlock(&sc.mu);
+    serve_object(NULL, 0, 0, 0);
     free(obj);
     free(got);
 }
@@ -618,6 +763,13 @@ static void test_s3__unreachable_endpoint(void **state)
              ep);
     assert_non_null(strstr(sr_errmsg(), want));
     assert_non_null(strstr(sr_errmsg(), "gave up after 5 attempts"));
+    /* a GET large enough to be received in place says the same */
+    uint8_t *buf = malloc(2 << 20);
+    assert_int_equal(s3_get(c, "bkt", "k", 0, buf, 2 << 20), SR_ERR_NET);
+    snprintf(want, sizeof want, "s3://bkt/k: GET bytes=0-2097151: cannot "
+             "reach endpoint %s", ep);
+    assert_non_null(strstr(sr_errmsg(), want));
+    free(buf);
     s3_client_close(c);
 }
 
@@ -639,6 +791,8 @@ int main(void)
         T(test_s3__short_read_is_a_format_error),
         T(test_s3__list_follows_continuation),
         T(test_s3__large_read_uses_parallel_ranges),
+        T(test_s3__direct_get_lands_in_place),
+        T(test_s3__direct_get_failures),
         T(test_s3__unreachable_endpoint),
 #undef T
     };

@@ -494,6 +494,22 @@ static void test_s3__threads_share_one_storage(void **state)
     storage_close(st);
 }
 
+/* Reads of less than a part (one request each, received in place) at
+ * ten offsets of an object of at least 21 MiB holding data. */
+static void read_parts_direct(struct storage *st, const char *uri,
+                              const uint8_t *data)
+{
+    const size_t len = 2 * MiB + 77;
+    uint8_t *got = malloc(len);
+    assert_non_null(got);
+    for (int i = 0; i < 10; i++) {
+        uint64_t off = (uint64_t)i * 2 * MiB + (uint64_t)i * 13;
+        expect_ok(storage_read(st, uri, off, got, len));
+        assert_memory_equal(got, data + off, len);
+    }
+    free(got);
+}
+
 static void test_s3__retries_under_faults(void **state)
 {
     (void)state;
@@ -513,6 +529,7 @@ static void test_s3__retries_under_faults(void **state)
     expect_ok(storage_read_all(st, "s3://" BUCKET "/faults/big", &b));
     assert_int_equal(b.len, n);
     assert_memory_equal(b.data, data, n);
+    read_parts_direct(st, "s3://" BUCKET "/faults/big", data);
     for (int i = 0; i < 10; i++) {
         uint8_t got[1000];
         snprintf(uri, sizeof uri, "s3://" BUCKET "/faults/small-%02d", i);
@@ -531,6 +548,7 @@ static void test_s3__retries_under_faults(void **state)
     expect_ok(storage_read_all(st, "s3://" BUCKET "/faults/reset", &b));
     assert_int_equal(b.len, n);
     assert_memory_equal(b.data, data, n);
+    read_parts_direct(st, "s3://" BUCKET "/faults/reset", data);
     set_faults("{\"rate\":0}");
     for (int i = 0; i < 3; i++)
         assert_true(fault_count(i == 0 ? "slowdown" : i == 1 ? "500"
@@ -555,6 +573,13 @@ static void test_s3__wrong_secret(void **state)
     assert_non_null(strstr(sr_errmsg(), "GET bytes=0-9: 403 "
                            "SignatureDoesNotMatch"));
     assert_null(strstr(sr_errmsg(), bad));
+    uint8_t *big = malloc(2 * MiB);     /* a read received in place */
+    assert_int_equal(storage_read(st, "s3://" BUCKET "/basic/obj.bin", 0, big,
+                                  2 * MiB), SR_ERR_AUTH);
+    assert_non_null(strstr(sr_errmsg(), "GET bytes=0-2097151: 403 "
+                           "SignatureDoesNotMatch"));
+    assert_null(strstr(sr_errmsg(), bad));
+    free(big);
     assert_int_equal(storage_put(st, "s3://" BUCKET "/x", "a", 1, 0),
                      SR_ERR_AUTH);
     assert_null(strstr(sr_errmsg(), bad));
