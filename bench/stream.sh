@@ -123,7 +123,7 @@ awk -v s="$step_ms" -v w="$wait_share" \
     'BEGIN {printf "| 188 MB from S3 through a 48 MiB window      | %7.1f | %21.2f%% |\n", s, 100*w}'
 echo
 echo "reader: spotrun data stream, training order (shuffle blocks of 64 MiB),"
-echo "8 MiB ranged reads, 8 in flight, 256 MiB window, every record's CRC checked."
+echo "8 MiB ranged reads received in place, 8 in flight, 256 MiB window, every record's CRC checked."
 echo "training: MLP 784-1024-512-10, batch 256, 1 rank x 2 threads, shuffle blocks of"
 echo "20000 records (15.7 MB), streaming every epoch."
 echo "of ceiling: the median of the rounds' reader/curl ratios (the two run back to"
