@@ -172,7 +172,8 @@ struct head {
     size_t len;                     /* through the blank line */
     size_t have;                    /* bytes in d->head */
     int chunked;
-    int close;
+    int close;                      /* the server ends the connection */
+    int oversized;                  /* no blank line in HEAD_MAX bytes */
 };
 
 static int header_is(const char *line, size_t n, const char *name)
@@ -181,16 +182,27 @@ static int header_is(const char *line, size_t n, const char *name)
     return n > k && strncasecmp(line, name, k) == 0 && line[k] == ':';
 }
 
-/* Read the response head and give each line to on_header. */
+/* Whether a Connection header line lists "close" (any case). */
+static int has_close(const char *line, size_t n)
+{
+    for (size_t i = 0; i + 5 <= n; i++)
+        if (strncasecmp(line + i, "close", 5) == 0)
+            return 1;
+    return 0;
+}
+
+/* Read the response head and give each line to on_header. A head that
+ * does not end within HEAD_MAX bytes is left unread (h->oversized). */
 static CURLcode read_head(struct s3_direct *d, struct s3_http_xfer *x,
                           s3_direct_header_fn on_header, struct head *h)
 {
     const char *end = NULL;
-    h->have = 0;
+    memset(h, 0, sizeof *h);
     while (!end) {
-        if (h->have == sizeof d->head)
-            return failed(x, CURLE_WEIRD_SERVER_REPLY, "response head "
-                          "longer than 16 KiB");
+        if (h->have == sizeof d->head) {
+            h->oversized = 1;
+            return CURLE_OK;
+        }
         size_t got = 0;
         CURLcode cc = recv_some(d, x, d->head + h->have,
                                 sizeof d->head - h->have, &got);
@@ -206,15 +218,14 @@ static CURLcode read_head(struct s3_direct *d, struct s3_http_xfer *x,
         end = memmem(d->head + from, h->have - from, "\r\n\r\n", 4);
     }
     h->len = (size_t)(end - d->head) + 4;
-    h->chunked = h->close = 0;
+    h->close = strncmp(d->head, "HTTP/1.0 ", 9) == 0;
     for (char *line = d->head; line < end + 2;) {
         char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
         size_t n = (size_t)(eol - line) + 2;
         if (header_is(line, n, "transfer-encoding"))
             h->chunked = 1;
-        else if (header_is(line, n, "connection") &&
-                 memmem(line, n, "close", 5))
-            h->close = 1;
+        else if (header_is(line, n, "connection"))
+            h->close = has_close(line, n);
         on_header(line, 1, n, x);
         line += n;
     }
@@ -310,7 +321,7 @@ enum s3_direct_outcome s3_direct_get(struct s3_direct **dp,
     *cc = build_request(d, x);
     if (*cc != CURLE_OK)
         return S3_DIRECT_FAILED;
-    struct head h;
+    struct head h = { 0 };
     for (;;) {
         int reused = d->e != NULL;
         if (!d->e && (*cc = connect_to(d, c, x)) != CURLE_OK)
@@ -329,13 +340,16 @@ enum s3_direct_outcome s3_direct_get(struct s3_direct **dp,
     }
     long status = x->resp.status;
     int framed = x->resp.has_length && !h.chunked;
+    if (h.oversized)
+        framed = 0;
     if (status / 100 == 2 && framed && holds_range(x))
         *cc = read_body(d, x, &h);
     else if (status >= 300 && framed &&
              x->resp.content_length <= ERROR_BODY_MAX)
         *cc = read_error_body(d, x, &h);
     else {
-        const char *why = h.chunked ? "chunked"
+        const char *why = h.oversized ? "with a head over 16 KiB"
+                          : h.chunked ? "chunked"
                           : !x->resp.has_length ? "of no stated length"
                           : status / 100 == 2 ? "not of the asked range"
                           : status < 300 ? "of no use here"

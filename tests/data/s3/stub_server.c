@@ -104,7 +104,7 @@ static void serve(struct stub_server *s, int c)
         if (out->delay_ms > 0)
             usleep((useconds_t)out->delay_ms * 1000);
         if (!out->reset) {
-            char head[1400];
+            char head[sizeof out->headers + 128];
             int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\n"
                              "Content-Length: %zu\r\nConnection: close\r\n"
                              "%s\r\n", out->status, len, out->headers);

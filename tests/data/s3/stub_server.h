@@ -23,7 +23,7 @@ struct stub_req {
 
 struct stub_reply {
     int status;
-    char headers[1024];         /* extra "Name: value\r\n" lines */
+    char headers[20480];        /* extra "Name: value\r\n" lines */
     char body[16384];
     const uint8_t *data;        /* when set, sent instead of body */
     size_t data_len;

@@ -53,6 +53,7 @@ struct script {
     int whole;                  /* ... ignoring Range: 200, every byte */
     int truncate_first;         /* ... the first ones cut short */
     int delay_ms;               /* every reply waits this long */
+    const char *more_headers;   /* added to object replies */
 };
 
 static struct script sc;
@@ -108,6 +109,10 @@ static void handle(void *arg, const struct stub_req *r, struct stub_reply *out)
             serve_range(out, sc.range[i]);
         }
         out->truncated = i - sc.nsteps < sc.truncate_first;
+        if (sc.more_headers)
+            snprintf(out->headers + strlen(out->headers),
+                     sizeof out->headers - strlen(out->headers), "%s",
+                     sc.more_headers);
     } else {
         const struct step *st = &sc.steps[i < sc.nsteps ? i : sc.nsteps - 1];
         out->status = st->status;
@@ -682,8 +687,8 @@ static void test_s3__direct_get_lands_in_place(void **state)
 
 /* Throttling and a body cut short are retried; S3's error document
  * comes through (no second request to get it); an object shorter than the
- * read is a format error; a server that ignores Range is read through
- * libcurl instead, which takes the asked bytes out of the whole object. */
+ * read is a format error; a server that ignores Range, or a response head
+ * over 16 KiB, is read through libcurl instead. */
 static void test_s3__direct_get_failures(void **state)
 {
     (void)state;
@@ -723,6 +728,24 @@ static void test_s3__direct_get_failures(void **state)
     assert_memory_equal(got, obj + 7, n - 7);
     assert_int_equal(requests(), 2);   /* declined, then through libcurl */
     assert_string_equal(sc.range[1], "bytes=7-2097151");
+
+    /* a response head too long to take in place (17 KiB of metadata) */
+    static char big[18000];
+    memset(big, 'm', sizeof big);
+    memcpy(big, "x-amz-meta-note: ", 17);
+    memcpy(big + 17 * 1024, "\r\n", 3);
+    script(NULL, 0);
+    serve_object(obj, n, 0, 0);
+    pthread_mutex_lock(&sc.mu);
+    sc.more_headers = big;
+    pthread_mutex_unlock(&sc.mu);
+    memset(got, 0, n);
+    assert_int_equal(s3_get(c, "bkt", "k", 3, got, n - 3), SR_OK);
+    assert_memory_equal(got, obj + 3, n - 3);
+    assert_int_equal(requests(), 2);   /* declined, then through libcurl */
+    pthread_mutex_lock(&sc.mu);
+    sc.more_headers = NULL;
+    pthread_mutex_unlock(&sc.mu);
     s3_client_close(c);
 
     /* a server that goes quiet: the stall timeout, named */
