@@ -1,6 +1,6 @@
 /*
  * s3_direct.c: direct GETs (see s3_direct.h). The request is the one
- * libcurl would send for the transfer: the request line from its URL, its
+ * libcurl would send for the transfer: the signed path and query, its
  * signed header list, the user agent. The response head is read into a
  * fixed buffer and handed line by line to the transport's header parser,
  * so both paths fill the response the same way; the body is received in
@@ -27,9 +27,9 @@
 #define PIECE_MAX (256u << 10)      /* body bytes per receive */
 
 struct s3_direct {
+    const struct s3_client *c;
     CURL *e;                        /* NULL: no connection */
     curl_socket_t fd;
-    double stall_s;                 /* the client's stall timeout */
     struct sr_buf req;
     char head[HEAD_MAX];
 };
@@ -70,13 +70,12 @@ static CURLcode failed(struct s3_http_xfer *x, CURLcode cc, const char *what)
     return cc;
 }
 
-static CURLcode connect_to(struct s3_direct *d, const struct s3_client *c,
-                           struct s3_http_xfer *x)
+static CURLcode connect_to(struct s3_direct *d, struct s3_http_xfer *x)
 {
     d->e = curl_easy_init();
     if (!d->e)
         return failed(x, CURLE_OUT_OF_MEMORY, "curl_easy_init failed");
-    if (s3_http_conn_opts(d->e, c, x->errbuf) != SR_OK ||
+    if (s3_http_conn_opts(d->e, d->c, x->errbuf) != SR_OK ||
         curl_easy_setopt(d->e, CURLOPT_URL, (const char *)x->url.data) ||
         curl_easy_setopt(d->e, CURLOPT_CONNECT_ONLY, 1L)) {
         hang_up(d);
@@ -97,7 +96,7 @@ static CURLcode connect_to(struct s3_direct *d, const struct s3_client *c,
 static CURLcode await(struct s3_direct *d, struct s3_http_xfer *x, short ev)
 {
     struct pollfd p = { .fd = d->fd, .events = ev };
-    double stall = d->stall_s;
+    double stall = d->c->cfg.stall_timeout_s;
     for (;;) {
         int k = poll(&p, 1, (int)ceil(stall * 1000));
         if (k > 0)
@@ -143,15 +142,17 @@ static CURLcode recv_some(struct s3_direct *d, struct s3_http_xfer *x,
     }
 }
 
-/* "GET <target> HTTP/1.1", the signed headers (not the "Name:" entries
- * that only switch a libcurl default off), the user agent. */
+/* "GET <path>[?<query>] HTTP/1.1" as signed, the signed headers (not the
+ * "Name:" entries that only switch a libcurl default off), the user
+ * agent. */
 static CURLcode build_request(struct s3_direct *d, struct s3_http_xfer *x)
 {
-    const char *url = (const char *)x->url.data;
-    const char *target = strstr(url, "://");
-    target = target ? strchr(target + 3, '/') : NULL;
+    const struct sigv4_bufs *sig = &x->sig;
     d->req.len = 0;
-    if (!target || buf_printf(&d->req, "GET %s HTTP/1.1\r\n", target) != SR_OK)
+    if (buf_printf(&d->req, "GET %s%s%s HTTP/1.1\r\n",
+                   (const char *)sig->uri.data, sig->query.len ? "?" : "",
+                   sig->query.len ? (const char *)sig->query.data : "")
+        != SR_OK)
         return failed(x, CURLE_OUT_OF_MEMORY, "building the request failed");
     for (const struct curl_slist *h = x->hnodes; h; h = h->next) {
         size_t n = strlen(h->data);
@@ -191,10 +192,11 @@ static int has_close(const char *line, size_t n)
     return 0;
 }
 
-/* Read the response head and give each line to on_header. A head that
- * does not end within HEAD_MAX bytes is left unread (h->oversized). */
+/* Read the response head and give each line to the transport's header
+ * parser. A head that does not end within HEAD_MAX bytes is left unread
+ * (h->oversized). */
 static CURLcode read_head(struct s3_direct *d, struct s3_http_xfer *x,
-                          s3_direct_header_fn on_header, struct head *h)
+                          struct head *h)
 {
     const char *end = NULL;
     memset(h, 0, sizeof *h);
@@ -226,29 +228,29 @@ static CURLcode read_head(struct s3_direct *d, struct s3_http_xfer *x,
             h->chunked = 1;
         else if (header_is(line, n, "connection"))
             h->close = has_close(line, n);
-        on_header(line, 1, n, x);
+        s3_http_header_line(line, 1, n, x);
         line += n;
     }
     return CURLE_OK;
 }
 
-/* The body of a 2xx response: content_length bytes into dst. */
-static CURLcode read_body(struct s3_direct *d, struct s3_http_xfer *x,
-                          const struct head *h)
+/* The response's Content-Length bytes of body into p: those read with the
+ * head, then the rest, each piece shown to tap (NULL: none) as object
+ * bytes from tap_off on. */
+static CURLcode read_content(struct s3_direct *d, struct s3_http_xfer *x,
+                             const struct head *h, uint8_t *p,
+                             const struct storage_tap *tap, uint64_t tap_off)
 {
-    struct s3_http_resp *r = &x->resp;
-    const struct s3_http_req *q = &x->req;
-    uint8_t *dst = q->dst;
-    size_t want = (size_t)r->content_length, got = h->have - h->len;
+    size_t want = (size_t)x->resp.content_length, got = h->have - h->len;
     if (got > want)
         return failed(x, CURLE_WEIRD_SERVER_REPLY, "more bytes than the "
                       "response's Content-Length");
-    memcpy(dst, d->head + h->len, got);
-    if (got && q->tap)
-        q->tap->fn(q->tap->arg, q->dst_off, dst, got);
+    memcpy(p, d->head + h->len, got);
+    if (got && tap)
+        tap->fn(tap->arg, tap_off, p, got);
     while (got < want) {
         size_t n = want - got < PIECE_MAX ? want - got : PIECE_MAX, k = 0;
-        CURLcode cc = recv_some(d, x, dst + got, n, &k);
+        CURLcode cc = recv_some(d, x, p + got, n, &k);
         if (cc != CURLE_OK)
             return cc;
         if (k == 0) {
@@ -257,41 +259,40 @@ static CURLcode read_body(struct s3_direct *d, struct s3_http_xfer *x,
                      "%zu body bytes", got, want);
             return failed(x, CURLE_PARTIAL_FILE, what);
         }
-        if (q->tap)
-            q->tap->fn(q->tap->arg, q->dst_off + got, dst + got, k);
+        if (tap)
+            tap->fn(tap->arg, tap_off + got, p + got, k);
         got += k;
     }
-    r->got = got;
-    r->body_started = 1;
-    r->body_pos = q->dst_off + got;
     return CURLE_OK;
 }
 
-/* An error response's body into resp.body, for its XML. */
+/* The body of a 2xx response, into the caller's buffer. */
+static CURLcode read_body(struct s3_direct *d, struct s3_http_xfer *x,
+                          const struct head *h)
+{
+    struct s3_http_resp *r = &x->resp;
+    const struct s3_http_req *q = &x->req;
+    CURLcode cc = read_content(d, x, h, q->dst, q->tap, q->dst_off);
+    if (cc != CURLE_OK)
+        return cc;
+    r->got = (size_t)r->content_length;
+    r->body_started = 1;
+    r->body_pos = q->dst_off + r->got;
+    return CURLE_OK;
+}
+
+/* An error response's body, into resp.body for its XML. */
 static CURLcode read_error_body(struct s3_direct *d, struct s3_http_xfer *x,
                                 const struct head *h)
 {
-    struct s3_http_resp *r = &x->resp;
-    size_t want = (size_t)r->content_length, got = h->have - h->len;
-    if (got > want)
-        return failed(x, CURLE_WEIRD_SERVER_REPLY, "more bytes than the "
-                      "response's Content-Length");
-    if (buf_append(&r->body, d->head + h->len, got) != SR_OK)
+    struct sr_buf *b = &x->resp.body;
+    size_t want = (size_t)x->resp.content_length;
+    if (buf_reserve(b, want) != SR_OK)
         return failed(x, CURLE_OUT_OF_MEMORY, "out of memory");
-    while (got < want) {
-        uint8_t tmp[4096];
-        size_t k = 0, n = want - got < sizeof tmp ? want - got : sizeof tmp;
-        CURLcode cc = recv_some(d, x, tmp, n, &k);
-        if (cc == CURLE_OK && k == 0)
-            cc = failed(x, CURLE_PARTIAL_FILE, "connection closed in an "
-                        "error response");
-        if (cc == CURLE_OK && buf_append(&r->body, tmp, k) != SR_OK)
-            cc = failed(x, CURLE_OUT_OF_MEMORY, "out of memory");
-        if (cc != CURLE_OK)
-            return cc;
-        got += k;
-    }
-    return CURLE_OK;
+    CURLcode cc = read_content(d, x, h, b->data + b->len, NULL, 0);
+    if (cc == CURLE_OK)
+        b->len += want;
+    return cc;
 }
 
 /* Whether a 2xx response holds exactly the asked bytes' start. */
@@ -308,28 +309,26 @@ static int holds_range(const struct s3_http_xfer *x)
 
 enum s3_direct_outcome s3_direct_get(struct s3_direct **dp,
                                      const struct s3_client *c,
-                                     struct s3_http_xfer *x,
-                                     s3_direct_header_fn on_header,
-                                     CURLcode *cc)
+                                     struct s3_http_xfer *x, CURLcode *cc)
 {
     struct s3_direct *d = *dp;
     if (!d && !(d = *dp = calloc(1, sizeof *d))) {
         *cc = failed(x, CURLE_OUT_OF_MEMORY, "out of memory");
         return S3_DIRECT_FAILED;
     }
-    d->stall_s = c->cfg.stall_timeout_s;
+    d->c = c;
     *cc = build_request(d, x);
     if (*cc != CURLE_OK)
         return S3_DIRECT_FAILED;
     struct head h = { 0 };
     for (;;) {
         int reused = d->e != NULL;
-        if (!d->e && (*cc = connect_to(d, c, x)) != CURLE_OK)
+        if (!d->e && (*cc = connect_to(d, x)) != CURLE_OK)
             return S3_DIRECT_FAILED;
         h.have = 0;
         *cc = send_all(d, x, d->req.data, d->req.len);
         if (*cc == CURLE_OK)
-            *cc = read_head(d, x, on_header, &h);
+            *cc = read_head(d, x, &h);
         if (*cc == CURLE_OK)
             break;
         hang_up(d);

@@ -32,23 +32,17 @@ enum s3_direct_outcome {
     S3_DIRECT_DECLINED, /* a response it does not take (see above) */
 };
 
-/* Called with each response header line, CRLF included, as libcurl's
- * CURLOPT_HEADERFUNCTION would be. */
-typedef size_t (*s3_direct_header_fn)(char *line, size_t size, size_t n,
-                                      void *x);
-
 /* Whether GETs may go direct: not when the environment names a proxy,
  * which libcurl's transfer goes through. */
 int s3_direct_usable(void);
 
-/* Send x's signed request (x->url, x->hnodes) over *d, connecting to c's
- * endpoint first when *d holds no live connection, and read the response.
- * *d is made on first use. */
+/* Send x's signed request (x->sig, x->hnodes) over *d, connecting to
+ * c's endpoint (x->url) first when *d holds no live connection, and read
+ * the response. *d is made on first use; a session's *d serves one
+ * client. */
 enum s3_direct_outcome s3_direct_get(struct s3_direct **d,
                                      const struct s3_client *c,
-                                     struct s3_http_xfer *x,
-                                     s3_direct_header_fn on_header,
-                                     CURLcode *cc);
+                                     struct s3_http_xfer *x, CURLcode *cc);
 
 void s3_direct_free(struct s3_direct *d);
 

@@ -294,7 +294,7 @@ static void parse_content_range(struct s3_http_resp *r, const char *v)
     r->range_total = total;
 }
 
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
+size_t s3_http_header_line(char *p, size_t size, size_t n, void *arg)
 {
     struct s3_http_xfer *x = arg;
     struct s3_http_resp *r = &x->resp;
@@ -504,15 +504,20 @@ static void resp_reset(struct s3_http_xfer *x)
     x->errbuf[0] = '\0';
 }
 
-static sr_status prepare(struct s3_http_xfer *x)
+/* A new attempt: credentials, signature and address. */
+static sr_status sign_attempt(struct s3_http_xfer *x)
+{
+    resp_reset(x);
+    SR_TRY(creds_chain_get(x->sess->c->creds, x->cred));
+    struct hdrs h;
+    return sign_and_address(x, &h);
+}
+
+/* The signed attempt as a libcurl transfer. */
+static sr_status prepare_easy(struct s3_http_xfer *x)
 {
     const struct s3_client *c = x->sess->c;
     CURL *e = x->easy;
-    resp_reset(x);
-    SR_TRY(creds_chain_get(c->creds, x->cred));
-    struct hdrs h;
-    SR_TRY(sign_and_address(x, &h));
-
     curl_easy_reset(e);
     SR_TRY(s3_http_conn_opts(e, c, x->errbuf));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_URL, (const char *)x->url.data));
@@ -528,7 +533,8 @@ static sr_status prepare(struct s3_http_xfer *x)
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEDATA, x));
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION,
+                                s3_http_header_line));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_HEADERDATA, x));
     if (log_get_level() >= LOG_DEBUG) {
         CURL_CHECK(curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug));
@@ -557,13 +563,7 @@ static int run_direct(struct s3_http_xfer *x)
                              s->x[i]->state == XS_RUNNING))
             return 0;
     CURLcode cc = CURLE_OK;
-    switch (s3_direct_get(&s->direct, s->c, x, on_header, &cc)) {
-    case S3_DIRECT_DONE:
-        cc = CURLE_OK;
-        break;
-    case S3_DIRECT_FAILED:
-        break;
-    case S3_DIRECT_DECLINED:
+    if (s3_direct_get(&s->direct, s->c, x, &cc) == S3_DIRECT_DECLINED) {
         resp_reset(x);
         return 0;
     }
@@ -574,13 +574,15 @@ static int run_direct(struct s3_http_xfer *x)
 
 static void start(struct s3_http_xfer *x)
 {
-    sr_status s = prepare(x);
+    sr_status s = sign_attempt(x);
+    if (s == SR_OK && run_direct(x))
+        return;
+    if (s == SR_OK)
+        s = prepare_easy(x);
     if (s != SR_OK) {
         XFER_FAIL(x, s, "%s", sr_errmsg_user());
         return;
     }
-    if (run_direct(x))
-        return;
     CURLMcode mc = curl_multi_add_handle(x->sess->multi, x->easy);
     if (mc != CURLM_OK) {
         XFER_FAIL(x, SR_ERR_INTERNAL, "curl_multi_add_handle: %s",

@@ -108,6 +108,11 @@ struct s3_http_xfer {
 sr_status s3_http_conn_opts(CURL *e, const struct s3_client *c,
                             char *errbuf) SR_MUST_USE;
 
+/* libcurl's CURLOPT_HEADERFUNCTION for transfers (arg: the transfer),
+ * also given each response header line of a direct GET: status, length,
+ * range, ETag, request id into x->resp. */
+size_t s3_http_header_line(char *p, size_t size, size_t n, void *arg);
+
 /* One-time library setup (curl, libxml2); safe from any thread. */
 void s3_http_global_init(void);
 

@@ -651,9 +651,9 @@ static uint8_t *test_object(size_t n)
     return obj;
 }
 
-/* A GET of a part or less (one transfer, 1 MiB or more) is received in
- * place: the bytes, the request and the tap's view all as through
- * libcurl. */
+/* A GET of a part or less and 1 MiB or more (one transfer: it goes
+ * direct, as the declined cases below show by taking a second request):
+ * the bytes, the request and the tap's view all as through libcurl. */
 static void test_s3__direct_get_lands_in_place(void **state)
 {
     (void)state;
