@@ -24,7 +24,10 @@
 
 #define HEAD_MAX 16384              /* response status line and headers */
 #define ERROR_BODY_MAX (64u << 10)  /* error bodies read here, not declined */
-#define PIECE_MAX (256u << 10)      /* body bytes per receive */
+/* body bytes per receive; also the connection's buffer size, since one
+ * curl_easy_recv returns no more than that (16 KiB by default: ten times
+ * the receive calls for a chunk) */
+#define PIECE_MAX (256u << 10)
 
 struct s3_direct {
     const struct s3_client *c;
@@ -77,7 +80,8 @@ static CURLcode connect_to(struct s3_direct *d, struct s3_http_xfer *x)
         return failed(x, CURLE_OUT_OF_MEMORY, "curl_easy_init failed");
     if (s3_http_conn_opts(d->e, d->c, x->errbuf) != SR_OK ||
         curl_easy_setopt(d->e, CURLOPT_URL, (const char *)x->url.data) ||
-        curl_easy_setopt(d->e, CURLOPT_CONNECT_ONLY, 1L)) {
+        curl_easy_setopt(d->e, CURLOPT_CONNECT_ONLY, 1L) ||
+        curl_easy_setopt(d->e, CURLOPT_BUFFERSIZE, (long)PIECE_MAX)) {
         hang_up(d);
         return failed(x, CURLE_FAILED_INIT, "setting up the connection "
                       "failed");
