@@ -9,9 +9,9 @@
  *
  * It takes only the plain case: a 2xx response of Content-Length bytes
  * holding the asked range, or an error response small enough to read
- * whole. Anything else (chunked framing, a range other than the one asked,
- * an informational status) is declined and the attempt goes through
- * libcurl's transfer instead.
+ * whole. Anything else (a Transfer-Encoding, a range other than the one
+ * asked, an informational status) is declined and the attempt goes
+ * through libcurl's transfer instead.
  */
 #ifndef SPOTRUN_S3_DIRECT_H
 #define SPOTRUN_S3_DIRECT_H

@@ -314,7 +314,8 @@ size_t s3_http_header_line(char *p, size_t size, size_t n, void *arg)
                 code = 0;
         }
         r->status = (long)code;
-        r->has_length = r->has_range = 0;
+        r->has_length = r->has_range = r->encoded = 0;
+        r->close = strncmp(line, "HTTP/1.0 ", 9) == 0;
         r->etag[0] = r->request_id[0] = '\0';
         r->last_modified = 0;
         return len;
@@ -336,6 +337,10 @@ size_t s3_http_header_line(char *p, size_t size, size_t n, void *arg)
         r->last_modified = t > 0 ? (double)t : 0;
     } else if (strcasecmp(name, "x-amz-request-id") == 0) {
         snprintf(r->request_id, sizeof r->request_id, "%s", v);
+    } else if (strcasecmp(name, "transfer-encoding") == 0) {
+        r->encoded = 1;
+    } else if (strcasecmp(name, "connection") == 0) {
+        r->close = strcasestr(v, "close") != NULL;
     }
     return len;
 }
@@ -487,6 +492,8 @@ sr_status s3_http_conn_opts(CURL *e, const struct s3_client *c,
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                                 (long)(c->cfg.connect_timeout_s * 1000)));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L));
+    CURL_CHECK(curl_easy_setopt(e, CURLOPT_BUFFERSIZE,
+                                (long)S3_HTTP_RECV_BUF));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf));
     return SR_OK;
 }
@@ -497,6 +504,7 @@ static void resp_reset(struct s3_http_xfer *x)
     struct s3_http_resp *r = &x->resp;
     r->status = 0;
     r->has_length = r->has_range = r->body_started = 0;
+    r->encoded = r->close = 0;
     r->etag[0] = r->request_id[0] = '\0';
     r->body.len = 0;
     r->got = 0;
@@ -528,9 +536,6 @@ static sr_status prepare_easy(struct s3_http_xfer *x)
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                                 (long)ceil(c->cfg.stall_timeout_s)));
-    /* read bodies in large pieces: fewer wake-ups here and less
-     * back-pressure on the server */
-    CURL_CHECK(curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_WRITEDATA, x));
     CURL_CHECK(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION,

@@ -67,6 +67,10 @@ struct s3_http_resp {
     int has_length;
     uint64_t content_length;
     int has_range;
+    int encoded;                /* a Transfer-Encoding: no Content-Length
+                                   framing */
+    int close;                  /* the server ends the connection after it
+                                   (HTTP/1.0, or Connection: close) */
     uint64_t range_first;
     uint64_t range_total;
     double last_modified;
@@ -102,9 +106,16 @@ struct s3_http_xfer {
 
 #define S3_HTTP_USER_AGENT "spotrun/" SPOTRUN_VERSION
 
+/* The connections' libcurl buffer size, which caps what one receive
+ * returns (16 KiB by default: direct GETs made ten times the receive calls
+ * per chunk). Large pieces mean fewer wake-ups here and less back-pressure
+ * on the server. */
+#define S3_HTTP_RECV_BUF (512u << 10)
+
 /* The options every connection to c's endpoint is made with: TLS checks,
- * the connect timeout, HTTP/1.1, the shared DNS and TLS-session cache;
- * libcurl's error text goes to errbuf (CURL_ERROR_SIZE bytes). */
+ * the connect timeout, HTTP/1.1, the receive buffer, the shared DNS and
+ * TLS-session cache; libcurl's error text goes to errbuf
+ * (CURL_ERROR_SIZE bytes). */
 sr_status s3_http_conn_opts(CURL *e, const struct s3_client *c,
                             char *errbuf) SR_MUST_USE;
 

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "data/s3/s3.h"
+#include "data/s3/s3_http.h"
 #include "data/storage.h"
 #include "stub_server.h"
 
@@ -599,13 +600,21 @@ static void test_s3__list_follows_continuation(void **state)
     s3_client_close(c);
 }
 
+/* n bytes of a pattern that differs from part to part */
+static uint8_t *test_object(size_t n)
+{
+    uint8_t *obj = malloc(n);
+    assert_non_null(obj);
+    for (size_t i = 0; i < n; i++)
+        obj[i] = (uint8_t)(i * 131 + (i >> 12));
+    return obj;
+}
+
 static void test_s3__large_read_uses_parallel_ranges(void **state)
 {
     (void)state;
     const size_t n = 12 << 20;
-    uint8_t *obj = malloc(n), *got = malloc(n);
-    for (size_t i = 0; i < n; i++)
-        obj[i] = (uint8_t)(i * 131 + (i >> 12));
+    uint8_t *obj = test_object(n), *got = malloc(n);
     setenv("SPOTRUN_S3_PART_SIZE", "5MiB", 1);
     script(NULL, 0);
     serve_object(obj, n, 0, 0);
@@ -643,15 +652,6 @@ static void order_tap_fn(void *arg, uint64_t off, const void *p, size_t n)
         t->largest = n;
     for (size_t i = 0; i < n; i++)
         t->sum += ((const uint8_t *)p)[i];
-}
-
-static uint8_t *test_object(size_t n)
-{
-    uint8_t *obj = malloc(n);
-    assert_non_null(obj);
-    for (size_t i = 0; i < n; i++)
-        obj[i] = (uint8_t)(i * 131 + (i >> 12));
-    return obj;
 }
 
 /* A GET of a part or less and 1 MiB or more (one transfer: it goes
@@ -777,6 +777,40 @@ static void test_s3__direct_get_failures(void **state)
     free(got);
 }
 
+/* Each line of a response head, as libcurl or a direct GET hands it over;
+ * a new status line starts over. */
+static void head_lines(struct s3_http_xfer *x, const char *const *lines)
+{
+    for (; *lines; lines++) {
+        char line[256];
+        size_t n = (size_t)snprintf(line, sizeof line, "%s\r\n", *lines);
+        assert_int_equal(s3_http_header_line(line, 1, n, x), n);
+    }
+}
+
+/* What decides whether a direct GET's connection serves the next request,
+ * and whether its body is Content-Length framed. */
+static void test_s3__head_framing_and_connection(void **state)
+{
+    (void)state;
+    struct s3_http_xfer *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    head_lines(x, (const char *const[]){ "HTTP/1.1 206 Partial Content",
+        "Content-Length: 10", "Connection: keep-alive", NULL });
+    assert_int_equal(x->resp.status, 206);
+    assert_true(x->resp.has_length && !x->resp.encoded && !x->resp.close);
+    head_lines(x, (const char *const[]){ "HTTP/1.1 200 OK",
+        "connection: Keep-Alive, CLOSE", NULL });
+    assert_true(x->resp.close && !x->resp.has_length);
+    head_lines(x, (const char *const[]){ "HTTP/1.0 200 OK",
+        "Content-Length: 3", NULL });
+    assert_true(x->resp.close);
+    head_lines(x, (const char *const[]){ "HTTP/1.1 200 OK",
+        "Transfer-Encoding: chunked", NULL });
+    assert_true(x->resp.encoded && !x->resp.close);
+    free(x);
+}
+
 static void test_s3__unreachable_endpoint(void **state)
 {
     (void)state;
@@ -823,6 +857,7 @@ int main(void)
         T(test_s3__large_read_uses_parallel_ranges),
         T(test_s3__direct_get_lands_in_place),
         T(test_s3__direct_get_failures),
+        T(test_s3__head_framing_and_connection),
         T(test_s3__unreachable_endpoint),
 #undef T
     };
