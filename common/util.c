@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__x86_64__)
@@ -158,12 +157,8 @@ int str_ends_with(const char *s, const char *suffix)
 
 void *big_alloc(size_t n)
 {
-    size_t huge = (size_t)2 << 20;
-    size_t len = (n + huge - 1) / huge * huge;
-    void *p = aligned_alloc(huge, len ? len : huge);
-    if (p)
-        (void)madvise(p, len, MADV_HUGEPAGE);  /* a hint: failure is fine */
-    return p;
+    size_t page = 4096;
+    return aligned_alloc(page, n ? (n + page - 1) / page * page : page);
 }
 
 void copy_uncached(void *dst, const void *src, size_t n)
