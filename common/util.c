@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__x86_64__)
@@ -158,7 +159,11 @@ int str_ends_with(const char *s, const char *suffix)
 void *big_alloc(size_t n)
 {
     size_t page = 4096;
-    return aligned_alloc(page, n ? (n + page - 1) / page * page : page);
+    size_t len = n ? (n + page - 1) / page * page : page;
+    void *p = aligned_alloc(page, len);
+    if (p)  /* a hint: a kernel before 5.14 faults the pages on use */
+        (void)madvise(p, len, MADV_POPULATE_WRITE);
+    return p;
 }
 
 void copy_uncached(void *dst, const void *src, size_t n)

@@ -136,15 +136,12 @@ struct reader {
     size_t nspare, spare_cap, nbuffers;
 };
 
-/* A chunk buffer: a spare one, or a new one (lock held). */
-static uint8_t *take_buffer(struct reader *r)
+/* A spare chunk buffer (lock held), or NULL when there is none: the
+ * fetcher then allocates one after dropping the lock (big_alloc faults
+ * all of its pages in, milliseconds the other threads need not wait). */
+static uint8_t *take_spare(struct reader *r)
 {
-    if (r->nspare)
-        return r->spare[--r->nspare];
-    uint8_t *p = big_alloc(r->o.chunk_bytes);
-    if (p)
-        r->nbuffers++;
-    return p;
+    return r->nspare ? r->spare[--r->nspare] : NULL;
 }
 
 /* Keep a buffer for reuse, or free it beyond the cap (lock held). */
@@ -472,8 +469,11 @@ static void *fetcher_main(void *arg)
         if (!r->qhead)
             r->qtail = NULL;
         c->state = C_FETCHING;
-        uint8_t *buf = take_buffer(r);
+        uint8_t *buf = take_spare(r);
+        int fresh = !buf;
         pthread_mutex_unlock(&r->mu);
+        if (fresh)
+            buf = big_alloc(r->o.chunk_bytes);
 
         int from_cache = 0, tries = 0;
         const struct shard_info *si = &r->shards[c->shard].si;
@@ -492,6 +492,8 @@ static void *fetcher_main(void *arg)
         char *msg = s == SR_OK ? NULL : strdup(sr_errmsg_user());
 
         pthread_mutex_lock(&r->mu);
+        if (fresh && buf)
+            r->nbuffers++;
         if (s == SR_OK) {
             c->data = buf;
             c->state = C_READY;
