@@ -70,18 +70,27 @@ struct shard_slot {
     int refs;                   /* resident chunks of this shard */
     enum load_state load;
     int early;                  /* loaded in advance; no chunk made yet */
-    struct shard_info si;
+    struct shard_info si;       /* its index in place in the bytes read */
+    size_t mem_cap;             /* size of si.mem */
     struct chunk **chunks;      /* while loaded: resident chunk by number */
+};
+
+/* Index reads of unloaded shards, kept for the next shard's (an epoch
+ * reads every index again, and shards are mostly of one size): new memory
+ * is what costs, each page faulted in and zeroed */
+#define INDEX_SPARES 2
+
+struct index_mem {
+    uint8_t *p;
+    size_t cap;
 };
 
 /* Shards loaded in advance and not yet in use (queued, loading, or loaded
  * with no chunk made) at any time: their indexes are the memory it costs */
 #define PRELOAD_MAX 4
 
-struct plan_entry {
-    struct chunk *c;
-    uint32_t shard;
-    uint64_t rec;               /* record within the shard */
+struct plan_entry {             /* 16 bytes: the ring is new memory */
+    struct chunk *c;            /* (its shard, and the record's) */
     uint64_t id;                /* global record id */
 };
 
@@ -118,6 +127,8 @@ struct reader {
     struct chunk *resident;
     struct chunk *qhead, *qtail;
     uint32_t loadq[PRELOAD_MAX];    /* shards to load in advance, FIFO */
+    struct index_mem ispare[INDEX_SPARES];
+    int nispare;
     int nloadq;
     int nearly;                 /* shards in advance, see PRELOAD_MAX */
     uint64_t bytes;             /* resident + in-flight */
@@ -176,8 +187,20 @@ static struct chunk *find_chunk(const struct reader *r, uint32_t shard,
     return ss->loaded ? ss->chunks[idx] : NULL;
 }
 
-static void unload_shard(struct shard_slot *ss)
+/* Keep index memory for another shard's index, or free it (lock held). */
+static void keep_index_mem(struct reader *r, struct index_mem m)
 {
+    if (m.p && r->nispare < INDEX_SPARES)
+        r->ispare[r->nispare++] = m;
+    else
+        free(m.p);
+}
+
+/* Unload a shard, keeping its index memory (lock held). */
+static void unload_shard(struct reader *r, struct shard_slot *ss)
+{
+    keep_index_mem(r, (struct index_mem){ ss->si.mem, ss->mem_cap });
+    ss->si.mem = NULL;
     shard_info_free(&ss->si);
     free(ss->chunks);
     ss->chunks = NULL;
@@ -520,13 +543,28 @@ static void *fetcher_main(void *arg)
 
 /* ---- planning ---- */
 
-/* Header, schema and index of shard s (lock not held). One read, sized
- * from the record count the dataset lists (schema text is small), gets
- * them all in the usual case; a second one fetches whatever is left. */
+/* Make m hold at least n bytes, keeping what it holds. */
+static int index_mem_fit(struct index_mem *m, size_t n)
+{
+    if (m->cap >= n)
+        return 1;
+    uint8_t *p = realloc(m->p, n);
+    if (!p)
+        return 0;
+    m->p = p;
+    m->cap = n;
+    return 1;
+}
+
+/* Header, schema and index of shard s (lock not held), read into m (an
+ * index read kept from another shard, or empty), which si then holds its
+ * index in; on failure m still has the memory. One read, sized from the
+ * record count the dataset lists (schema text is small), gets them all
+ * in the usual case; a second one fetches whatever is left. */
 #define SCHEMA_SLACK (16u << 10)
 
 static sr_status load_shard(struct reader *r, uint32_t s,
-                            struct shard_info *si)
+                            struct shard_info *si, struct index_mem *m)
 {
     char uri[STORAGE_URI_MAX];
     SR_TRY(dataset_shard_uri(r->ds, s, uri, sizeof uri));
@@ -538,32 +576,29 @@ static sr_status load_shard(struct reader *r, uint32_t s,
         got = size;
     if (got < SHARD_HEADER_BYTES)
         got = SHARD_HEADER_BYTES;      /* too short: the header says so */
-    uint8_t *prefix = malloc((size_t)got);
-    if (!prefix)
+    if (!index_mem_fit(m, (size_t)got))
         return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", uri);
     struct shard_header h;
-    sr_status st = storage_read(r->st, uri, 0, prefix, (size_t)got);
+    sr_status st = storage_read(r->st, uri, 0, m->p, (size_t)got);
     if (st == SR_OK)
-        st = shard_parse_header(&h, prefix, size, uri);
+        st = shard_parse_header(&h, m->p, size, uri);
     uint64_t plen = st == SR_OK ? shard_prefix_bytes(&h) : 0;
     if (st == SR_OK && plen > got) {
-        uint8_t *p = realloc(prefix, (size_t)plen);
-        if (!p)
+        if (!index_mem_fit(m, (size_t)plen))
             st = SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index",
                          uri);
-        else
-            prefix = p;
         if (st == SR_OK)
-            st = storage_read(r->st, uri, got, prefix + got,
+            st = storage_read(r->st, uri, got, m->p + got,
                               (size_t)(plen - got));
     }
     if (st == SR_OK)
-        st = shard_parse(si, prefix, plen, size, uri);
-    free(prefix);
+        st = shard_parse_in_place(si, m->p, plen, size, uri);
     if (st == SR_OK) {
         st = dataset_check_shard(r->ds, s, si, uri);
-        if (st != SR_OK)
+        if (st != SR_OK) {
+            si->mem = NULL;     /* m's still */
             shard_info_free(si);
+        }
     }
     return st;
 }
@@ -574,23 +609,30 @@ static sr_status load_shard_locked(struct reader *r, uint32_t s)
 {
     struct shard_info si;
     struct chunk **chunks = NULL;
+    struct index_mem m = { 0 };
+    if (r->nispare)
+        m = r->ispare[--r->nispare];
     pthread_mutex_unlock(&r->mu);
-    sr_status st = load_shard(r, s, &si);
+    sr_status st = load_shard(r, s, &si, &m);
     if (st == SR_OK) {
         uint64_t n = (si.h.nrec + r->per_chunk - 1) / r->per_chunk;
         chunks = calloc(n ? n : 1, sizeof *chunks);
         if (!chunks) {
+            si.mem = NULL;      /* m's still */
             shard_info_free(&si);
             st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
         }
     }
     pthread_mutex_lock(&r->mu);
-    if (st != SR_OK)
+    if (st != SR_OK) {
+        keep_index_mem(r, m);
         return st;
+    }
     struct shard_slot *ss = &r->shards[s];
     int early = ss->load == L_LOADING;
     ss->load = L_NONE;
     ss->si = si;
+    ss->mem_cap = m.cap;
     ss->chunks = chunks;
     ss->loaded = 1;
     ss->early = early;
@@ -615,7 +657,7 @@ static void release_done(struct reader *r)
         struct shard_slot *ss = &r->shards[c->shard];
         ss->chunks[c->idx] = NULL;
         if (--ss->refs == 0)
-            unload_shard(ss);
+            unload_shard(r, ss);
         give_buffer(r, c->data);
         free(c->errmsg);
         free(c);
@@ -977,9 +1019,7 @@ static void *planner_main(void *arg)
             }
             keep_until(c, r->plan_i);
             r->ring[r->plan_i & (r->ring_cap - 1)] = (struct plan_entry){
-                .c = c, .shard = shard,
-                .rec = la->ids[pj] - r->ds->shards[shard].first,
-                .id = la->ids[pj] };
+                .c = c, .id = la->ids[pj] };
             r->plan_i++;
             la->pj++;
             planned++;
@@ -1127,7 +1167,9 @@ sr_status reader_next(struct reader *r, size_t n, const uint8_t **recs,
                         : "chunk read failed");
             break;
         }
-        uint64_t off = shard_record_off(&r->shards[e->shard].si, e->rec);
+        uint32_t shard = e->c->shard;
+        uint64_t off = shard_record_off(&r->shards[shard].si,
+                                        e->id - r->ds->shards[shard].first);
         recs[k] = e->c->data + (off - e->c->off);
         ids[k] = e->id;
     }
@@ -1169,7 +1211,7 @@ void reader_close(struct reader *r)
     }
     for (uint32_t s = 0; r->shards && s < r->ds->nshards; s++)
         if (r->shards[s].loaded)
-            unload_shard(&r->shards[s]);
+            unload_shard(r, &r->shards[s]);
     pthread_cond_destroy(&r->fetch_cv);
     pthread_cond_destroy(&r->plan_cv);
     pthread_cond_destroy(&r->cons_cv);
@@ -1177,6 +1219,8 @@ void reader_close(struct reader *r)
     pthread_mutex_destroy(&r->cache_mu);
     for (size_t i = 0; i < r->nspare; i++)
         free(r->spare[i]);
+    for (int i = 0; i < r->nispare; i++)
+        free(r->ispare[i].p);
     free(r->spare);
     free(r->ring);
     free(r->shards);

@@ -339,9 +339,11 @@ static uint32_t *join_table(uint64_t rb)
     return t;
 }
 
-sr_status shard_parse(struct shard_info *si, const uint8_t *p,
-                      uint64_t prefix_len, uint64_t object_size,
-                      const char *what)
+/* shard_parse and shard_parse_in_place: the index is copied out of p, or
+ * (own) left in it. */
+static sr_status parse(struct shard_info *si, uint8_t *p, int own,
+                       uint64_t prefix_len, uint64_t object_size,
+                       const char *what)
 {
     memset(si, 0, sizeof *si);
     if (prefix_len < SHARD_HEADER_BYTES)
@@ -364,10 +366,16 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
     SR_TRY(schema_from_json(&si->schema, (const char *)p + SHARD_HEADER_BYTES,
                             h->meta_len, what));
     size_t isz = (size_t)(h->nrec * SHARD_INDEX_ENTRY_BYTES);
-    si->index = malloc(isz ? isz : 1);
-    if (!si->index)
-        return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index", what);
-    memcpy(si->index, p + h->index_off, isz);
+    if (own) {
+        si->index = p + h->index_off;
+    } else {
+        si->mem = malloc(isz ? isz : 1);
+        if (!si->mem)
+            return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index",
+                           what);
+        memcpy(si->mem, p + h->index_off, isz);
+        si->index = si->mem;
+    }
     int dense = 1;
     for (uint64_t i = 0; i < h->nrec; i++) {
         uint64_t off;
@@ -393,12 +401,29 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
             return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory", what);
         }
     }
+    if (own)
+        si->mem = p;
     return SR_OK;
+}
+
+sr_status shard_parse(struct shard_info *si, const uint8_t *p,
+                      uint64_t prefix_len, uint64_t object_size,
+                      const char *what)
+{
+    return parse(si, (uint8_t *)p, 0, prefix_len, object_size, what);
+}
+
+sr_status shard_parse_in_place(struct shard_info *si, uint8_t *p,
+                               uint64_t prefix_len, uint64_t object_size,
+                               const char *what)
+{
+    return parse(si, p, 1, prefix_len, object_size, what);
 }
 
 void shard_info_free(struct shard_info *si)
 {
-    free(si->index);
+    free(si->mem);
+    si->mem = NULL;
     si->index = NULL;
     free(si->join);
     si->join = NULL;
