@@ -7,7 +7,8 @@
  * serves a second pass without touching storage; a shard whose index
  * lies further in than the reader's first read of it is read whole;
  * shard indexes are read before the plan needs them, and one that fails
- * to load then stops the run only where the plan reaches its shard.
+ * to load then stops the run only where the plan reaches its shard; the
+ * read-ahead threads run at a lower priority than the consumer's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,9 +16,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <isa-l/crc.h>
@@ -499,6 +502,61 @@ static void test_reader__indexes_read_ahead_of_need(void **state)
     assert_int_equal(i, bad->first / 100 * 100);
 }
 
+/* Nice value of thread tid of this process (field 19 of its stat). */
+static int thread_nice(const char *tid)
+{
+    char path[320], line[1024];
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -100;    /* the thread has ended */
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *p = strrchr(line, ')');    /* past the command name */
+    int nice = -100;
+    for (int field = 2; p && *p; p++)
+        if (*p == ' ' && ++field == 19) {
+            nice = atoi(p + 1);
+            break;
+        }
+    return nice;
+}
+
+static void test_reader__read_ahead_threads_yield(void **state)
+{
+    (void)state;
+    struct reader_opts o;
+    small_opts(&o);
+    struct reader *r;
+    assert_int_equal(reader_open(&r, st, &ds, &o, identity, NULL, 1000),
+                     SR_OK);
+    const uint8_t *recs[100];
+    uint64_t ids[100];
+    assert_int_equal(reader_next(r, 100, recs, ids), SR_OK);
+    int base = getpriority(PRIO_PROCESS, 0);
+    int want = base + 10 > 19 ? 19 : base + 10;
+    if (want == base) {     /* already at the lowest priority */
+        reader_close(r);
+        skip();
+    }
+    int lower = 0, threads = 0;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        int nice = thread_nice(e->d_name);
+        threads++;
+        lower += nice == want;
+    }
+    closedir(d);
+    print_message("%d threads, %d of them at nice %d (this one at %d)\n",
+                  threads, lower, want, base);
+    assert_int_equal(lower, o.fetchers + 1);    /* fetchers and planner */
+    reader_close(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_reader__records_checked_as_they_land),
         cmocka_unit_test(test_reader__index_beyond_the_first_read),
         cmocka_unit_test(test_reader__indexes_read_ahead_of_need),
+        cmocka_unit_test(test_reader__read_ahead_threads_yield),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
