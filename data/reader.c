@@ -66,24 +66,25 @@ struct chunk {
  * that read's error) */
 enum load_state { L_NONE, L_QUEUED, L_LOADING, L_FAILED };
 
-struct shard_slot {
-    int loaded;
-    int refs;                   /* resident chunks of this shard */
-    enum load_state load;
-    int early;                  /* loaded in advance; no chunk made yet */
-    struct shard_info si;       /* its index in place in the bytes read */
-    size_t mem_cap;             /* size of si.mem */
-    struct chunk **chunks;      /* while loaded: resident chunk by number */
-};
-
-/* Index reads of unloaded shards, kept for the next shard's (an epoch
- * reads every index again, and shards are mostly of one size): new memory
- * is what costs, each page faulted in and zeroed */
+/* The bytes a shard's header, schema and index were read into. Those of
+ * unloaded shards are kept for the next shards' (an epoch reads every
+ * index again, and shards are mostly of one size): new memory is what
+ * costs, each page faulted in and zeroed */
 #define INDEX_SPARES 2
 
 struct index_mem {
     uint8_t *p;
     size_t cap;
+};
+
+struct shard_slot {
+    int loaded;
+    int refs;                   /* resident chunks of this shard */
+    enum load_state load;
+    int early;                  /* loaded in advance; no chunk made yet */
+    struct shard_info si;       /* its index points into mem */
+    struct index_mem mem;
+    struct chunk **chunks;      /* while loaded: resident chunk by number */
 };
 
 /* Shards loaded in advance and not yet in use (queued, loading, or loaded
@@ -200,9 +201,9 @@ static void keep_index_mem(struct reader *r, struct index_mem m)
 /* Unload a shard, keeping its index memory (lock held). */
 static void unload_shard(struct reader *r, struct shard_slot *ss)
 {
-    keep_index_mem(r, (struct index_mem){ ss->si.mem, ss->mem_cap });
-    ss->si.mem = NULL;
     shard_info_free(&ss->si);
+    keep_index_mem(r, ss->mem);
+    ss->mem = (struct index_mem){ 0 };
     free(ss->chunks);
     ss->chunks = NULL;
     ss->loaded = 0;
@@ -579,8 +580,8 @@ static int index_mem_fit(struct index_mem *m, size_t n)
 }
 
 /* Header, schema and index of shard s (lock not held), read into m (an
- * index read kept from another shard, or empty), which si then holds its
- * index in; on failure m still has the memory. One read, sized from the
+ * index read kept from another shard, or empty), where si's index then
+ * points. One read, sized from the
  * record count the dataset lists (schema text is small), gets them all
  * in the usual case; a second one fetches whatever is left. */
 #define SCHEMA_SLACK (16u << 10)
@@ -617,10 +618,8 @@ static sr_status load_shard(struct reader *r, uint32_t s,
         st = shard_parse_in_place(si, m->p, plen, size, uri);
     if (st == SR_OK) {
         st = dataset_check_shard(r->ds, s, si, uri);
-        if (st != SR_OK) {
-            si->mem = NULL;     /* m's still */
+        if (st != SR_OK)
             shard_info_free(si);
-        }
     }
     return st;
 }
@@ -640,7 +639,6 @@ static sr_status load_shard_locked(struct reader *r, uint32_t s)
         uint64_t n = (si.h.nrec + r->per_chunk - 1) / r->per_chunk;
         chunks = calloc(n ? n : 1, sizeof *chunks);
         if (!chunks) {
-            si.mem = NULL;      /* m's still */
             shard_info_free(&si);
             st = SR_FAIL(SR_ERR_NOMEM, "out of memory");
         }
@@ -654,7 +652,7 @@ static sr_status load_shard_locked(struct reader *r, uint32_t s)
     int early = ss->load == L_LOADING;
     ss->load = L_NONE;
     ss->si = si;
-    ss->mem_cap = m.cap;
+    ss->mem = m;
     ss->chunks = chunks;
     ss->loaded = 1;
     ss->early = early;

@@ -340,8 +340,8 @@ static uint32_t *join_table(uint64_t rb)
 }
 
 /* shard_parse and shard_parse_in_place: the index is copied out of p, or
- * (own) left in it. */
-static sr_status parse(struct shard_info *si, uint8_t *p, int own,
+ * (in_place) pointed to where it lies. */
+static sr_status parse(struct shard_info *si, const uint8_t *p, int in_place,
                        uint64_t prefix_len, uint64_t object_size,
                        const char *what)
 {
@@ -366,15 +366,15 @@ static sr_status parse(struct shard_info *si, uint8_t *p, int own,
     SR_TRY(schema_from_json(&si->schema, (const char *)p + SHARD_HEADER_BYTES,
                             h->meta_len, what));
     size_t isz = (size_t)(h->nrec * SHARD_INDEX_ENTRY_BYTES);
-    if (own) {
+    if (in_place) {
         si->index = p + h->index_off;
     } else {
-        si->mem = malloc(isz ? isz : 1);
-        if (!si->mem)
+        si->copy = malloc(isz ? isz : 1);
+        if (!si->copy)
             return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory for the index",
                            what);
-        memcpy(si->mem, p + h->index_off, isz);
-        si->index = si->mem;
+        memcpy(si->copy, p + h->index_off, isz);
+        si->index = si->copy;
     }
     int dense = 1;
     for (uint64_t i = 0; i < h->nrec; i++) {
@@ -401,8 +401,6 @@ static sr_status parse(struct shard_info *si, uint8_t *p, int own,
             return SR_FAIL(SR_ERR_NOMEM, "%s: out of memory", what);
         }
     }
-    if (own)
-        si->mem = p;
     return SR_OK;
 }
 
@@ -410,10 +408,10 @@ sr_status shard_parse(struct shard_info *si, const uint8_t *p,
                       uint64_t prefix_len, uint64_t object_size,
                       const char *what)
 {
-    return parse(si, (uint8_t *)p, 0, prefix_len, object_size, what);
+    return parse(si, p, 0, prefix_len, object_size, what);
 }
 
-sr_status shard_parse_in_place(struct shard_info *si, uint8_t *p,
+sr_status shard_parse_in_place(struct shard_info *si, const uint8_t *p,
                                uint64_t prefix_len, uint64_t object_size,
                                const char *what)
 {
@@ -422,8 +420,8 @@ sr_status shard_parse_in_place(struct shard_info *si, uint8_t *p,
 
 void shard_info_free(struct shard_info *si)
 {
-    free(si->mem);
-    si->mem = NULL;
+    free(si->copy);
+    si->copy = NULL;
     si->index = NULL;
     free(si->join);
     si->join = NULL;

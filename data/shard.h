@@ -83,8 +83,8 @@ struct shard_header {
 struct shard_info {
     struct shard_header h;
     struct shard_schema schema;
-    uint8_t *index;         /* nrec x 16 bytes, as stored */
-    uint8_t *mem;           /* the allocation index points into */
+    const uint8_t *index;   /* nrec x 16 bytes, as stored */
+    uint8_t *copy;          /* index's memory, when shard_parse copied it */
     int dense;              /* record i at data_off + i * record_bytes, as
                              * shard_build lays them out: spans need no
                              * index lookup */
@@ -113,10 +113,9 @@ static inline uint64_t shard_prefix_bytes(const struct shard_header *h)
 sr_status shard_parse(struct shard_info *out, const uint8_t *prefix,
                       uint64_t prefix_len, uint64_t object_size,
                       const char *what) SR_MUST_USE;
-/* The same, leaving the index where it lies in `prefix` (malloc'd), which
- * `out` then owns (out->mem): no copy. On failure it is still the
- * caller's. */
-sr_status shard_parse_in_place(struct shard_info *out, uint8_t *prefix,
+/* The same, without copying the index: out->index points into `prefix`,
+ * which must outlive out. */
+sr_status shard_parse_in_place(struct shard_info *out, const uint8_t *prefix,
                                uint64_t prefix_len, uint64_t object_size,
                                const char *what) SR_MUST_USE;
 void shard_info_free(struct shard_info *si);
