@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,13 +515,17 @@ static int thread_nice(const char *tid)
     fclose(f);
     line[n] = '\0';
     const char *p = strrchr(line, ')');    /* past the command name */
-    int nice = -100;
     for (int field = 2; p && *p; p++)
         if (*p == ' ' && ++field == 19) {
-            nice = atoi(p + 1);
-            break;
+            char *end;
+            errno = 0;
+            long v = strtol(p + 1, &end, 10);
+            assert_true(errno == 0 && end > p + 1 && *end == ' ');
+            assert_true(v >= -20 && v <= 19);
+            return (int)v;
         }
-    return nice;
+    fail_msg("no nice value in %s", path);
+    return -100;
 }
 
 static void test_reader__read_ahead_threads_yield(void **state)
